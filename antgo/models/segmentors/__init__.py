@@ -1,0 +1,4 @@
+"""Segmentation models."""
+from antgo.models.segmentors.encoder_decoder import EncoderDecoder
+
+__all__ = ["EncoderDecoder"]
