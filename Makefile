@@ -1,0 +1,51 @@
+# antgo: `make demo` runs the full pipeline on the embedded demo data, `make test` runs the test suite.
+# Both create .venv on first use (idempotent: reinstalls only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch is pinned in pyproject.toml. On a machine without CUDA, point TORCH_INDEX_URL at a CPU wheel index
+# (e.g. the PyTorch CPU index); where a local CPU wheel is configured for pip, the default install finds it.
+TORCH_INDEX_URL ?=
+TORCH_VERSION := 2.13.0
+MLFLOW_HOME := $(CURDIR)/mlruns
+UI_PORT ?= 5000
+PREFECT_PORT ?= 4200
+
+export DO_NOT_TRACK := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+
+.PHONY: venv demo test ui serve bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
+	$(PY) -m pip install --quiet -e .
+	$(PY) -c "import cv2, torch, onnxruntime, prefect, mlflow; print('environment ready: torch', torch.__version__)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) flows/train_flow.py configs/demo/demo_seg.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+ui: $(STAMP)
+	mkdir -p $(MLFLOW_HOME)/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
+	  --backend-store-uri sqlite:///$(MLFLOW_HOME)/mlflow.db \
+	  --artifacts-destination $(MLFLOW_HOME)/artifacts \
+	  --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+bench: $(STAMP)
+	$(PY) bench/trainer_overhead.py
+	$(PY) bench/flow_overhead.py
+
+clean:
+	rm -rf work_dirs .pytest_cache

@@ -1,0 +1,1 @@
+"""Legacy namespace of the design document's dataset base class."""

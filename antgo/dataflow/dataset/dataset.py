@@ -1,0 +1,4 @@
+"""``from antgo.dataflow.dataset.dataset import Dataset``."""
+from antgo.data.dataset import Dataset
+
+__all__ = ["Dataset"]

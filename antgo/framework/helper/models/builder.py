@@ -1,0 +1,5 @@
+"""``from antgo.framework.helper.models.builder import HEADS, MODELS``."""
+from antgo.models import build_model
+from antgo.registry import BACKBONES, HEADS, LOSSES, MODELS, NECKS
+
+__all__ = ["MODELS", "HEADS", "BACKBONES", "NECKS", "LOSSES", "build_model"]

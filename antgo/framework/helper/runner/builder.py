@@ -1,0 +1,4 @@
+"""``from antgo.framework.helper.runner.builder import *`` (the document's measure sample) gives MEASURES."""
+from antgo.registry import HOOKS, MEASURES, OPTIMIZERS
+
+__all__ = ["MEASURES", "HOOKS", "OPTIMIZERS"]

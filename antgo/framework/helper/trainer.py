@@ -1,0 +1,4 @@
+"""``from antgo.framework.helper.trainer import Trainer``."""
+from antgo.engine.trainer import Trainer
+
+__all__ = ["Trainer"]
