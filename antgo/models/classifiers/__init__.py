@@ -1,1 +1,4 @@
 """Image classification models."""
+from antgo.models.classifiers.image_classifier import ImageClassifier
+
+__all__ = ["ImageClassifier"]
