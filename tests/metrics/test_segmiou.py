@@ -1,0 +1,105 @@
+"""SegMIOU: confusion matrix, formulas, streaming vs per-sample call, seed contract."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from antgo.metrics import SegMIOU, build_metrics
+from antgo.registry import MEASURES, METRICS
+
+
+def small_example():
+    # 4 classes; class 3 appears in neither gt nor pred; one pixel ignored (255)
+    gt = np.array([[0, 0, 1, 1],
+                   [0, 2, 2, 255]], dtype=np.uint8)
+    pred = np.array([[0, 1, 1, 1],
+                     [0, 2, 0, 3 - 3]], dtype=np.int64)
+    return pred, gt
+
+
+def test_confusion_matrix_by_hand():
+    pred, gt = small_example()
+    metric = SegMIOU(class_num=4)
+    result = metric([{"pred_segments": pred}], [{"segments": gt[None]}])  # gt with a channel axis
+    expected = np.zeros((4, 4), dtype=np.int64)
+    # rows = ground truth, columns = prediction
+    expected[0, 0] = 2
+    expected[0, 1] = 1
+    expected[1, 1] = 2
+    expected[2, 2] = 1
+    expected[2, 0] = 1
+    np.testing.assert_array_equal(metric.confusion_matrix, expected)
+    assert metric.confusion_matrix.dtype == np.int64
+    iou0 = 2 / (3 + 3 - 2)
+    iou1 = 2 / (2 + 3 - 2)
+    iou2 = 1 / (2 + 1 - 1)
+    assert result["iou_0"] == pytest.approx(iou0)
+    assert result["iou_1"] == pytest.approx(iou1)
+    assert result["iou_2"] == pytest.approx(iou2)
+    assert math.isnan(result["iou_3"])  # absent from both: excluded from the mean
+    assert result["miou"] == pytest.approx((iou0 + iou1 + iou2) / 3)
+    assert result["pixel_acc"] == pytest.approx(5 / 7)
+    assert result["macc"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
+
+
+def test_class_names_and_out_of_range_prediction():
+    metric = SegMIOU(class_num=2, class_names=["bg", "fg"])
+    metric.update({"pred_segments": np.array([[[0, 7]]])}, {"segments": np.array([[[0, 1]]])})
+    result = metric.compute()
+    assert set(result) >= {"iou_bg", "iou_fg"}
+    assert metric.confusion_matrix.sum() == 1  # the invalid prediction is not counted as any class
+
+
+def test_streaming_equals_per_sample_call():
+    rng = np.random.default_rng(0)
+    preds = rng.integers(0, 5, size=(6, 16, 16))
+    gts = rng.integers(0, 5, size=(6, 1, 16, 16)).astype(np.uint8)
+    gts[gts == 4] = 255
+    one_shot = SegMIOU(class_num=5)
+    expected = one_shot([{"pred_segments": p} for p in preds], [{"segments": g} for g in gts])
+    streaming = SegMIOU(class_num=5)
+    streaming.reset()
+    for i in range(0, 6, 4):  # batches of 4 and 2
+        streaming.update({"pred_segments": preds[i:i + 4]}, {"segments": gts[i:i + 4]})
+    assert streaming.compute() == pytest.approx(expected, nan_ok=True)
+    np.testing.assert_array_equal(streaming.confusion_matrix, one_shot.confusion_matrix)
+    # __call__ resets: calling twice gives the same answer
+    again = one_shot([{"pred_segments": p} for p in preds], [{"segments": g} for g in gts])
+    assert again == pytest.approx(expected, nan_ok=True)
+
+
+def test_shape_mismatch_names_both_shapes():
+    metric = SegMIOU(class_num=3)
+    with pytest.raises(ValueError, match=r"\(1, 4, 4\).*\(1, 5, 5\)"):
+        metric.update({"pred_segments": np.zeros((1, 4, 4))}, {"segments": np.zeros((1, 1, 5, 5))})
+
+
+def test_empty_and_all_ignored():
+    metric = SegMIOU(class_num=3)
+    metric.update({"pred_segments": np.zeros((1, 2, 2))}, {"segments": np.full((1, 2, 2), 255)})
+    assert metric.compute()["miou"] == 0.0
+
+
+def test_seed_contract_and_registry():
+    """The design document's sample: keys() + __call__(preds, gts) with per-sample dicts."""
+    metric = MEASURES.build(dict(type="SegMIOU", class_num=21))
+    assert METRICS is MEASURES
+    assert metric.keys() == {"pred": ["pred_segments"], "gt": ["segments"]}
+    rng = np.random.default_rng(1)
+    preds = [{"pred_segments": rng.integers(0, 21, (8, 8))} for _ in range(3)]
+    gts = [{"segments": rng.integers(0, 21, (1, 8, 8)).astype(np.uint8)} for _ in range(3)]
+    result = metric(preds, gts)
+    assert isinstance(result["miou"], float) and 0.0 <= result["miou"] <= 1.0
+
+
+def test_build_metrics_dict_and_list():
+    cfg = dict(type="SegMIOU", class_num=3)
+    [single] = build_metrics(cfg)
+    assert isinstance(single, SegMIOU) and cfg == dict(type="SegMIOU", class_num=3)
+    both = build_metrics([cfg, dict(type="Accuracy", topk=(1, 2))])
+    assert [type(m).__name__ for m in both] == ["SegMIOU", "Accuracy"]
+    assert build_metrics(None) == []
+    with pytest.raises(KeyError, match="evaluation.metric"):
+        build_metrics(dict(type="SegMIoU_typo", class_num=3))
