@@ -1,0 +1,101 @@
+"""Build a ``Reader`` from a dataset config and a ``DataLoader`` from a Reader."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from antgo.registry import DATASETS
+from antgo.data.collate import collate
+from antgo.data.reader import Reader
+
+logger = logging.getLogger(__name__)
+
+_READER_KEYS = ("pipeline", "inputs_def")
+
+
+def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reader:
+    """Build ``Reader(DATASETS.build(cfg minus pipeline/inputs_def), pipeline, inputs_def)``.
+
+    ``cfg`` is e.g. the seed's ``data.train`` dict: ``type``, ``train_or_test``, ``dir``, ``ext_params``,
+    ``pipeline``, ``inputs_def``; other keys are forwarded to the dataset class. ``cfg`` is not modified.
+    """
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"{key_path} must be a dict with a 'type' key, got {type(cfg).__name__}")
+    dataset_cfg = {k: v for k, v in cfg.items() if k not in _READER_KEYS}
+    dataset = DATASETS.build(dataset_cfg, key_path=key_path)  # deep-copies its arguments
+    reader = Reader(dataset, pipeline=cfg.get("pipeline"), inputs_def=cfg.get("inputs_def"),
+                    key_path=f"{key_path}.pipeline")
+    logger.info("%s: %s, %d samples, pipeline %s", key_path, type(dataset).__name__, len(reader),
+                " -> ".join(reader.pipeline.names) or "(none)")
+    return reader
+
+
+def seed_worker(worker_id: int, base_seed: int = 0) -> None:
+    """Seed numpy, random and torch in a DataLoader worker from ``base_seed + worker_id``.
+
+    Transforms draw from the global ``np.random``/``random`` state, so this makes augmentation
+    reproducible for a given seed and number of workers.
+    """
+    seed = (int(base_seed) + int(worker_id)) % (2 ** 32)
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _loader_params() -> set[str]:
+    return set(inspect.signature(DataLoader.__init__).parameters) - {"self", "dataset"}
+
+
+def build_dataloader(reader: Any, samples_per_gpu: int = 1, workers_per_gpu: int = 0, drop_last: bool = False,
+                     shuffle: bool = False, seed: int | None = 0, persistent_workers: bool = True,
+                     pin_memory: bool = False, multiprocessing_context: str | None = None,
+                     prefetch_factor: int | None = 2, **kwargs: Any) -> DataLoader:
+    """A ``DataLoader`` over ``reader`` with ``collate``.
+
+    ``workers_per_gpu=0`` loads in the main process (``persistent_workers``/``prefetch_factor`` are
+    then not passed). With workers: persistent workers, per-worker seeding from ``seed + worker_id``,
+    and ``multiprocessing_context`` ('fork', 'spawn', 'forkserver' or None = the platform default).
+    Shuffling uses a ``torch.Generator`` seeded with ``seed``. Other keyword arguments must be
+    ``DataLoader`` arguments (``sampler``, ``batch_sampler``, ``timeout``, ...); unknown keys raise TypeError.
+    """
+    unknown = sorted(set(kwargs) - _loader_params())
+    if unknown:
+        raise TypeError(
+            f"build_dataloader got unknown keys {unknown}; known: samples_per_gpu, workers_per_gpu, drop_last, "
+            f"shuffle, seed, persistent_workers, pin_memory, multiprocessing_context, prefetch_factor "
+            f"and torch DataLoader arguments")
+    if int(samples_per_gpu) < 1:
+        raise ValueError(f"samples_per_gpu must be >= 1, got {samples_per_gpu}")
+    if int(workers_per_gpu) < 0:
+        raise ValueError(f"workers_per_gpu must be >= 0, got {workers_per_gpu}")
+    if multiprocessing_context not in (None, "fork", "spawn", "forkserver") and not hasattr(
+            multiprocessing_context, "Process"):
+        raise ValueError(f"multiprocessing_context must be 'fork', 'spawn', 'forkserver' or None, "
+                         f"got {multiprocessing_context!r}")
+    base_seed = 0 if seed is None else int(seed)
+    generator = torch.Generator()
+    generator.manual_seed(base_seed)
+    args: dict[str, Any] = dict(batch_size=int(samples_per_gpu), shuffle=bool(shuffle), drop_last=bool(drop_last),
+                                num_workers=int(workers_per_gpu), collate_fn=collate, pin_memory=bool(pin_memory),
+                                generator=generator)
+    if "sampler" in kwargs or "batch_sampler" in kwargs:
+        args.pop("shuffle")  # DataLoader rejects shuffle together with a custom sampler
+        if "batch_sampler" in kwargs:
+            for key in ("batch_size", "drop_last"):
+                args.pop(key)
+    if workers_per_gpu > 0:
+        args.update(persistent_workers=bool(persistent_workers),
+                    worker_init_fn=functools.partial(seed_worker, base_seed=base_seed),
+                    multiprocessing_context=multiprocessing_context)
+        if prefetch_factor is not None:
+            args["prefetch_factor"] = int(prefetch_factor)
+    args.update(kwargs)
+    return DataLoader(reader, **args)
