@@ -1,0 +1,247 @@
+"""Checkpoint files: atomic writes, CPU weights, metadata, RNG states; strict loading by default.
+
+Layout of a checkpoint (a dict saved with ``torch.save``)::
+
+    {'meta': {epoch, iter, best_score, config, torch_version, antgo_version, time, ...},
+     'state_dict': model weights (CPU, no 'module.' prefix),
+     'optimizer': ..., 'scheduler': ..., 'scaler': ...,   # only when given
+     'rng': {'python', 'numpy', 'torch', 'cuda'}}
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import pprint
+import random
+import re
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resume_checkpoint", "get_state_dict",
+           "unwrap_model", "rng_state", "restore_rng"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not match the model; the message names the file."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel (or the model itself)."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_cpu(v)) for k, v in obj.items()) if isinstance(obj, OrderedDict) \
+            else {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def get_state_dict(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    """The unwrapped model's state dict with every tensor detached and on the CPU."""
+    return OrderedDict((k, v.detach().cpu()) for k, v in unwrap_model(model).state_dict().items())
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU (and CUDA) generator states, stored as plain types and tensors so that a
+    checkpoint loads with ``torch.load(weights_only=True)``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any] | None) -> None:
+    """Restore generator states saved by :func:`rng_state` (missing parts are left alone)."""
+    if not state:
+        return
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        np_state = state["numpy"]
+        keys = np.asarray(np_state["keys"].numpy() if isinstance(np_state["keys"], torch.Tensor) else np_state["keys"],
+                          dtype=np.uint32)
+        np.random.set_state((np_state["name"], keys, np_state["pos"], np_state["has_gauss"],
+                             np_state["cached_gaussian"]))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:
+            logger.warning("checkpoint holds %d CUDA RNG states but %d devices exist: CUDA RNG not restored",
+                           len(cuda_states), torch.cuda.device_count())
+
+
+def _config_text(config: Any) -> str:
+    for attr in ("pretty_text", "text"):
+        value = getattr(config, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    if isinstance(config, Mapping):
+        to_dict = getattr(config, "to_dict", None)
+        return pprint.pformat(to_dict() if callable(to_dict) else dict(config), sort_dicts=False)
+    return str(config)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python numbers, so that the metadata loads with weights_only=True."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None, scaler: Any = None, meta: Mapping[str, Any] | None = None) -> str:
+    """Write a checkpoint atomically (temporary file in the same folder + ``os.replace``); returns the path.
+
+    ``meta`` usually carries ``epoch``, ``iter``, ``best_score`` and ``config`` (a Config, dict or text; it is
+    stored as text). ``torch_version``, ``antgo_version`` and ``time`` are added.
+    """
+    from antgo import __version__ as antgo_version
+
+    path = os.fspath(path)
+    meta = dict(meta or {})
+    if "config" in meta and not isinstance(meta["config"], str):
+        meta["config"] = _config_text(meta["config"])
+    meta.setdefault("torch_version", str(torch.__version__))  # TorchVersion is not weights_only-safe
+    meta.setdefault("antgo_version", antgo_version)
+    meta.setdefault("time", time.strftime("%Y-%m-%d %H:%M:%S"))
+    checkpoint: dict[str, Any] = {"meta": _plain(meta), "state_dict": get_state_dict(model)}
+    if optimizer is not None:
+        checkpoint["optimizer"] = _to_cpu(optimizer.state_dict())
+    if scheduler is not None:
+        checkpoint["scheduler"] = scheduler.state_dict()
+    if scaler is not None:
+        checkpoint["scaler"] = scaler.state_dict()
+    checkpoint["rng"] = rng_state()
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers never see a half-written file
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logger.debug("saved checkpoint %s", path)
+    return path
+
+
+def _read(path: str, map_location: Any) -> Any:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc):
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
+        # Older checkpoints may pickle arbitrary objects in their metadata.
+        logger.warning("checkpoint %s holds non-tensor objects; loading it with weights_only=False", path)
+    except Exception as exc:  # a truncated or foreign file fails in many ways (EOFError, IndexError, ...)
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
+
+
+def _extract_state_dict(checkpoint: Any, path: str) -> Mapping[str, torch.Tensor]:
+    if isinstance(checkpoint, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), Mapping):
+                return checkpoint[key]
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return checkpoint  # a bare model.state_dict()
+    raise CheckpointError(f"checkpoint {path} has no 'state_dict' (keys: {list(checkpoint)[:10]})"
+                          if isinstance(checkpoint, Mapping) else f"checkpoint {path} is not a dict")
+
+
+def _list(keys: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, map_location: Any = "cpu", strict: bool = True,
+                    revise_keys: Sequence[tuple[str, str]] = ((r"^module\.", ""),)) -> dict[str, Any]:
+    """Load weights into ``model`` (unwrapped) and return the whole checkpoint dict.
+
+    ``revise_keys`` are ``(pattern, replacement)`` regex substitutions applied to every key. With ``strict``
+    a missing or unexpected key raises ``CheckpointError`` listing them; otherwise they are logged.
+    """
+    path = os.fspath(path)
+    checkpoint = _read(path, map_location)
+    state_dict = _extract_state_dict(checkpoint, path)
+    for pattern, repl in revise_keys:
+        state_dict = OrderedDict((re.sub(pattern, repl, k), v) for k, v in state_dict.items())
+    target = unwrap_model(model)
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+                  for k, v in state_dict.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_list(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches ({len(mismatched)}): {_list(mismatched)}")
+    if problems and (strict or mismatched):
+        raise CheckpointError(f"checkpoint {path} does not match {type(target).__name__}: " + "; ".join(problems)
+                              + (" (load with strict=False to ignore missing/unexpected keys)" if strict else ""))
+    if problems:
+        logger.warning("checkpoint %s loaded non-strictly: %s", path, "; ".join(problems))
+    target.load_state_dict(state_dict, strict=False)
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        checkpoint = {"state_dict": state_dict}
+    return dict(checkpoint)
+
+
+def resume_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                      scheduler: Any = None, scaler: Any = None, map_location: Any = "cpu",
+                      restore_rng_state: bool = True) -> dict[str, Any]:
+    """Load the model strictly, then the optimizer / scheduler / scaler states and the RNG states."""
+    checkpoint = load_checkpoint(path, model, map_location=map_location, strict=True)
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        if obj is None:
+            continue
+        if name not in checkpoint:
+            raise CheckpointError(f"checkpoint {os.fspath(path)} has no '{name}' state to resume from")
+        obj.load_state_dict(checkpoint[name])
+    if restore_rng_state:
+        restore_rng(checkpoint.get("rng"))
+    return checkpoint
