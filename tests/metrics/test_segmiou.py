@@ -15,7 +15,7 @@ def small_example():
     gt = np.array([[0, 0, 1, 1],
                    [0, 2, 2, 255]], dtype=np.uint8)
     pred = np.array([[0, 1, 1, 1],
-                     [0, 2, 0, 3 - 3]], dtype=np.int64)
+                     [0, 2, 0, 0]], dtype=np.int64)
     return pred, gt
 
 
