@@ -1,0 +1,81 @@
+"""``CheckpointHook``: ``epoch_N.pth`` every ``interval`` epochs and on the last one, plus ``latest.pth``."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import shutil
+from typing import TYPE_CHECKING
+
+from antgo.engine.hooks.base import PRIORITIES, Hook
+from antgo.registry import HOOKS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from antgo.engine.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """Make ``dst`` a hard link to ``src`` (a copy where links are not possible), replacing ``dst`` atomically.
+
+    Not a symlink: ``latest.pth`` must stay valid when old epoch files are pruned or the folder is copied.
+    """
+    tmp = f"{dst}.tmp{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+@HOOKS.register_module()
+class CheckpointHook(Hook):
+    """Save full training state after epochs.
+
+    Args:
+        interval: save every ``interval`` epochs (<= 0: only the last epoch, when ``save_last``).
+        max_keep_ckpts: keep only the newest ``epoch_*.pth`` files (<= 0 keeps all).
+        save_last: also save after the last epoch whatever the interval.
+        out_dir: folder; relative paths resolve under the trainer's ``work_dir`` (None = ``work_dir``).
+    """
+
+    priority = PRIORITIES["NORMAL"]
+
+    def __init__(self, interval: int = 1, max_keep_ckpts: int = -1, save_last: bool = True,
+                 out_dir: str | None = None) -> None:
+        self.interval = int(interval)
+        self.max_keep_ckpts = int(max_keep_ckpts)
+        self.save_last = bool(save_last)
+        self.out_dir = out_dir
+        self.saved: list[str] = []
+
+    def before_run(self, trainer: "Trainer") -> None:
+        self.out_dir = trainer.resolve_out_dir(self.out_dir)
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        due = self.every_n_epochs(trainer, self.interval) or (self.save_last and self.is_last_epoch(trainer))
+        if not due or trainer.rank != 0:
+            return
+        path = os.path.join(self.out_dir, f"epoch_{trainer.epoch + 1}.pth")
+        trainer.save_checkpoint(path)
+        latest = os.path.join(self.out_dir, "latest.pth")
+        link_or_copy(path, latest)
+        trainer.latest_checkpoint = latest
+        logger.info("Saved checkpoint %s", path)
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.max_keep_ckpts <= 0:
+            return
+        found = []
+        for path in glob.glob(os.path.join(self.out_dir, "epoch_*.pth")):
+            match = re.fullmatch(r"epoch_(\d+)\.pth", os.path.basename(path))
+            if match:
+                found.append((int(match.group(1)), path))
+        for _, path in sorted(found)[:-self.max_keep_ckpts]:
+            os.remove(path)
+            logger.debug("Removed old checkpoint %s", path)

@@ -1,0 +1,172 @@
+"""``Tester``: evaluate a checkpoint on ``data.test`` with ``evaluation.metric``; optional PNG overlays."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from antgo.engine.evaluation import evaluate, json_safe
+from antgo.engine.trainer import load_config
+
+logger = logging.getLogger(__name__)
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The Pascal VOC colour map, ``(n, 3)`` uint8 RGB; index 255 (void) is the VOC boundary colour."""
+    palette = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    if n > 255:
+        palette[255] = (224, 224, 192)
+    return palette
+
+
+_PALETTE = voc_palette()
+
+
+def colourise(mask: np.ndarray) -> np.ndarray:
+    """A class-index mask ``(H, W)`` → RGB ``(H, W, 3)`` with the VOC palette."""
+    return _PALETTE[np.clip(mask.astype(np.int64), 0, 255)]
+
+
+class Tester:
+    """``Tester(cfg, work_dir, device)``; ``config_model(checkpoint)``; ``evaluate(json_file, vis_dir, num_vis)``.
+
+    After ``evaluate``: ``tester.metrics`` holds the metric objects (``SegMIOU.confusion_matrix``),
+    ``tester.results`` the merged values and ``tester.vis_files`` the written PNGs.
+    """
+
+    def __init__(self, cfg: Any, work_dir: str = "./output", device: str | None = None,
+                 gpu_id: int | None = None) -> None:
+        from antgo.engine.device import resolve_device
+
+        self.cfg = load_config(cfg)
+        self.work_dir = os.path.abspath(work_dir)
+        self.device = resolve_device(device, gpu_id)
+        self.amp = bool(self.cfg.get("amp", False)) and self.device.type == "cuda"
+        self.channels_last = bool(self.cfg.get("channels_last", False))
+        self.model: torch.nn.Module | None = None
+        self.checkpoint: str | None = None
+        self.metrics: list[Any] = []
+        self.results: dict[str, float] = {}
+        self.vis_files: list[str] = []
+        self.reader: Any = None
+
+    def config_model(self, checkpoint: str | None = None, strict: bool = True) -> None:
+        """Build the model and load ``checkpoint`` (falls back to the config key ``checkpoint``)."""
+        from antgo.engine.checkpoint import load_checkpoint
+        import antgo.models  # noqa: F401  (registers the built-in models)
+        from antgo.models.builder import build_model
+
+        checkpoint = checkpoint or self.cfg.get("checkpoint")
+        if not checkpoint:
+            raise ValueError("no checkpoint to test: pass config_model(checkpoint='…/best.pth') (CLI: --checkpoint) "
+                             "or set checkpoint='…' in the config")
+        model = build_model(self.cfg["model"])
+        load_checkpoint(checkpoint, model, map_location="cpu", strict=strict)
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.eval()
+        self.checkpoint = str(checkpoint)
+        logger.info("Tester: %s with weights %s on %s", type(model).__name__, checkpoint, self.device)
+
+    def _build_loader(self) -> Any:
+        from antgo.data.builder import build_dataloader, build_dataset
+
+        data = self.cfg.get("data") or {}
+        if data.get("test") is None:
+            raise KeyError("config has no data.test; add data=dict(test=dict(type=..., ...)) to evaluate")
+        loader_cfg = dict(data.get("test_dataloader") or {})
+        if loader_cfg.get("shuffle"):
+            logger.warning("data.test_dataloader.shuffle=True ignored: test order must follow the data set")
+        loader_cfg["shuffle"] = False
+        self.reader = build_dataset(data["test"], "data.test")
+        return build_dataloader(self.reader, **loader_cfg)
+
+    def evaluate(self, json_file: str | None = None, vis_dir: str | None = None, num_vis: int = 0) -> dict[str, float]:
+        """Evaluate on ``data.test``, write ``json_file`` (default ``work_dir/eval_results.json``), return metrics."""
+        from antgo.metrics import build_metrics
+
+        if self.model is None:
+            self.config_model()
+        evaluation = self.cfg.get("evaluation") or {}
+        self.metrics = build_metrics(evaluation.get("metric"))
+        if not self.metrics:
+            raise KeyError("config has no evaluation.metric; add e.g. evaluation=dict(metric=dict(type='SegMIOU', "
+                           "class_num=21))")
+        loader = self._build_loader()
+        keep: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+        counter = {"next": 0}
+
+        def collect(_: int, batch: Mapping[str, Any], preds: dict[str, Any], gts: dict[str, Any]) -> None:
+            n = len(next(iter(preds.values())))
+            for j in range(n):
+                if len(keep) < num_vis:
+                    keep.append((counter["next"] + j, {k: v[j] for k, v in preds.items()},
+                                 {k: v[j] for k, v in gts.items()}))
+            counter["next"] += n
+
+        self.results = evaluate(self.model, loader, self.metrics, self.device, amp=self.amp,
+                                channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
+                                desc="test")
+        json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
+        os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
+        with open(json_file, "w", encoding="utf-8") as f:
+            json.dump(json_safe(self.results), f, indent=2)
+        self.json_file = json_file
+        logger.info("Test metrics: %s; written to %s", ", ".join(f"{k}={v:.4f}" for k, v in self.results.items()),
+                    json_file)
+        if num_vis > 0:
+            self.vis_files = self._visualise(keep, vis_dir or os.path.join(self.work_dir, "vis"))
+        return self.results
+
+    def _visualise(self, samples: list[tuple[int, dict[str, Any], dict[str, Any]]], vis_dir: str) -> list[str]:
+        """Side by side: input image (when the data set can re-read it) | ground truth | prediction."""
+        import cv2
+
+        spec = self.metrics[0].keys() if callable(getattr(self.metrics[0], "keys", None)) else {}
+        pred_key = (spec.get("pred") or [None])[0]
+        gt_key = (spec.get("gt") or [None])[0]
+        os.makedirs(vis_dir, exist_ok=True)
+        files: list[str] = []
+        for index, pred, gt in samples:
+            p = np.asarray(pred.get(pred_key)) if pred_key in pred else None
+            if p is None or p.squeeze().ndim != 2:
+                logger.warning("visualisation needs 2-D predictions under '%s'; skipped", pred_key)
+                return files
+            p = p.squeeze()
+            panels = []
+            image = self._raw_image(index)
+            if image is not None:
+                panels.append(cv2.resize(image, (p.shape[1], p.shape[0]), interpolation=cv2.INTER_AREA))
+            if gt_key in gt:
+                panels.append(colourise(np.asarray(gt[gt_key]).reshape(p.shape)))
+            panels.append(colourise(p))
+            path = os.path.join(vis_dir, f"{index:05d}.png")
+            cv2.imwrite(path, cv2.cvtColor(np.concatenate(panels, axis=1), cv2.COLOR_RGB2BGR))
+            files.append(path)
+        logger.info("Wrote %d visualisations to %s", len(files), vis_dir)
+        return files
+
+    def _raw_image(self, index: int) -> np.ndarray | None:
+        try:
+            image = self.reader.dataset.sample(index)["image"]
+        except Exception as exc:  # the overlay is optional: a data set without raw images still gets GT | pred
+            logger.debug("no raw image for sample %d: %s", index, exc)
+            return None
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            return None
+        return image.astype(np.uint8) if image.dtype != np.uint8 else image
