@@ -1,0 +1,292 @@
+"""ONNX ↔ PyTorch parity on real samples: per-output differences, argmax agreement and the metric.
+
+``verify_parity(cfg, onnx_path, checkpoint)`` runs ``model.onnx_export(image)`` and onnxruntime on the same
+batches of ``data.test`` (fallback ``data.val``), writes ``parity.json`` and raises ``ParityError`` when a
+threshold fails. See ``docs/export.md``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from antgo.engine.exporter import build_export_model, load_config
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["verify_parity", "ParityError", "DEFAULT_THRESHOLDS"]
+
+DEFAULT_THRESHOLDS = {"max_abs_diff": 1e-3, "mean_abs_diff": 1e-4, "min_argmax_agreement": 0.999,
+                      "max_metric_diff": 1e-3}
+_PARITY_KEYS = {*DEFAULT_THRESHOLDS, "num_samples", "batch_size"}
+_REL_EPS = 1e-6
+
+
+class ParityError(RuntimeError):
+    """ONNX outputs differ from PyTorch beyond a threshold; ``.report`` holds the full report."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _parity_options(cfg: Any, thresholds: Mapping[str, float] | None) -> tuple[dict[str, float], dict[str, Any]]:
+    section = dict(cfg.get("parity") or {})
+    for key in section:
+        if key not in _PARITY_KEYS:
+            raise ValueError(f"parity.{key} is not a parity option; known: {', '.join(sorted(_PARITY_KEYS))}")
+    for key in thresholds or {}:
+        if key not in DEFAULT_THRESHOLDS:
+            raise ValueError(f"thresholds['{key}'] is not a threshold; known: {', '.join(DEFAULT_THRESHOLDS)}")
+    merged = {**DEFAULT_THRESHOLDS, **{k: float(v) for k, v in section.items() if k in DEFAULT_THRESHOLDS},
+              **{k: float(v) for k, v in (thresholds or {}).items()}}
+    return merged, section
+
+
+def _test_reader(cfg: Any) -> tuple[Any, str]:
+    from antgo.data import build_dataset
+
+    data = cfg.get("data") or {}
+    for key in ("test", "val"):
+        if isinstance(data.get(key), Mapping):
+            return build_dataset(data[key], key_path=f"data.{key}"), f"data.{key}"
+    raise ValueError("parity needs real samples: the config has neither data.test nor data.val")
+
+
+def _batches(reader: Any, num_samples: int, batch_size: int) -> list[dict[str, Any]]:
+    """Evenly spaced samples; the first batch holds one sample and the others up to ``batch_size`` (so
+    both batch 1 and the dynamic batch axis are exercised). Samples of different sizes go to different batches."""
+    from antgo.data import collate
+
+    n = min(int(num_samples), len(reader))
+    if n <= 0:
+        raise ValueError(f"parity: the data set is empty or num_samples={num_samples}")
+    indices = sorted({int(i) for i in np.linspace(0, len(reader) - 1, n).round()})
+    groups: list[list[dict[str, Any]]] = []
+    for i in indices:
+        sample = reader[i]
+        shape = tuple(np.shape(sample.get("image")))
+        last = groups[-1] if groups else None
+        limit = 1 if len(groups) == 1 else batch_size
+        if last is None or len(last) >= limit or tuple(np.shape(last[0].get("image"))) != shape:
+            groups.append([sample])
+        else:
+            last.append(sample)
+    return [collate(g) for g in groups]
+
+
+def _default_predictions(outputs: list[np.ndarray], image: torch.Tensor, pred_key: str | None) -> dict[str, Any]:
+    out = torch.from_numpy(np.ascontiguousarray(outputs[0])).float()
+    if out.ndim == 4:
+        if tuple(out.shape[2:]) != tuple(image.shape[2:]):
+            out = F.interpolate(out, size=image.shape[2:], mode="bilinear", align_corners=False)
+        return {pred_key or "pred_segments": out.argmax(1).numpy()}
+    if out.ndim == 2:
+        return {pred_key or "pred": out.numpy()}
+    raise ValueError(f"parity: cannot turn an output of shape {tuple(out.shape)} into predictions; define "
+                     f"onnx_postprocess(outputs, image) on the model")
+
+
+def _predictions(model: Any, outputs: list[np.ndarray], image: torch.Tensor, metric: Any) -> dict[str, Any]:
+    post = getattr(model, "onnx_postprocess", None)
+    if callable(post):
+        preds = post([torch.from_numpy(np.ascontiguousarray(o)) for o in outputs], image)
+        return {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in preds.items()}
+    pred_keys = metric.keys().get("pred", [])
+    return _default_predictions(outputs, image, pred_keys[0] if len(pred_keys) == 1 else None)
+
+
+class _Stats:
+    """Running per-output difference statistics."""
+
+    def __init__(self) -> None:
+        self.max_abs = self.max_rel = self.abs_sum = 0.0
+        self.count = self.agree = self.positions = 0
+        self.shape: list[int] = []
+
+    def update(self, ref: np.ndarray, got: np.ndarray) -> None:
+        if ref.shape != got.shape:
+            raise ValueError(f"onnxruntime output shape {got.shape} differs from torch {ref.shape}")
+        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+        diff = np.abs(ref64 - got64)
+        self.shape = list(ref.shape[1:])
+        self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
+        self.max_rel = max(self.max_rel, float((diff / (np.abs(ref64) + _REL_EPS)).max(initial=0.0)))
+        self.abs_sum += float(diff.sum())
+        self.count += diff.size
+        if ref.ndim >= 2 and ref.shape[1] >= 2:
+            same = ref.argmax(1) == got.argmax(1)
+            self.agree += int(same.sum())
+            self.positions += same.size
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_abs_diff": self.max_abs, "mean_abs_diff": self.abs_sum / max(self.count, 1),
+                "max_rel_error": self.max_rel,
+                "argmax_agreement": self.agree / self.positions if self.positions else None,
+                "argmax_positions": self.positions, "values": self.count, "shape": ["batch", *self.shape]}
+
+
+def _feed(session: Any, batch: Mapping[str, Any]) -> tuple[list[str], list[torch.Tensor]]:
+    names = [i.name for i in session.get_inputs()]
+    tensors = []
+    for name in names:
+        value = batch.get(name, batch.get("image") if len(names) == 1 else None)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"parity: ONNX input '{name}' has no tensor field in the test samples "
+                             f"(fields: {sorted(batch)}); list it in data.test.inputs_def.fields")
+        tensors.append(value.float())
+    return names, tensors
+
+
+def _metric_values(metrics: list[Any]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for metric in metrics:
+        for key, value in metric.compute().items():
+            if isinstance(value, (int, float, np.number)):
+                values[f"{type(metric).__name__}.{key}"] = float(value)
+    return values
+
+
+def _metric_diff(a: float, b: float) -> float:
+    if math.isnan(a) and math.isnan(b):
+        return 0.0
+    return abs(a - b) if not (math.isnan(a) or math.isnan(b)) else math.inf
+
+
+def _run(model: Any, session: Any, batches: list[dict[str, Any]], cfg: Any, device: torch.device
+         ) -> tuple[dict[str, _Stats], dict[str, Any]]:
+    from antgo.metrics import build_metrics
+
+    metric_cfg = (cfg.get("evaluation") or {}).get("metric")
+    torch_metrics, ort_metrics = build_metrics(metric_cfg), build_metrics(metric_cfg)
+    for metric in (*torch_metrics, *ort_metrics):
+        metric.reset()
+    out_names = [o.name for o in session.get_outputs()]
+    stats = {name: _Stats() for name in out_names}
+    for batch in batches:
+        names, tensors = _feed(session, batch)
+        with torch.no_grad():
+            ref = model.onnx_export(*[t.to(device) for t in tensors])
+        ref_list = [ref] if isinstance(ref, torch.Tensor) else list(ref.values() if isinstance(ref, Mapping) else ref)
+        ref_np = [r.detach().float().cpu().numpy() for r in ref_list]
+        got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors)})
+        if len(got) != len(ref_np):
+            raise ValueError(f"parity: the ONNX model has {len(got)} outputs, onnx_export returns {len(ref_np)}")
+        for name, r, g in zip(out_names, ref_np, got):
+            stats[name].update(r, np.asarray(g))
+        for tm, om in zip(torch_metrics, ort_metrics):
+            gts = {}
+            for key in tm.keys().get("gt", []):
+                if key not in batch:
+                    raise ValueError(f"parity: {type(tm).__name__} needs ground truth '{key}' but the test samples "
+                                     f"hold {sorted(batch)}; add it to data.test.inputs_def.fields")
+                gts[key] = np.asarray(batch[key])
+            tm.update(_predictions(model, ref_np, tensors[0], tm), gts)
+            om.update(_predictions(model, got, tensors[0], om), gts)
+    metrics: dict[str, Any] = {"torch": {}, "onnxruntime": {}, "max_diff": None}
+    if torch_metrics:
+        t_vals, o_vals = _metric_values(torch_metrics), _metric_values(ort_metrics)
+        metrics.update(torch=t_vals, onnxruntime=o_vals,
+                       max_diff=max((_metric_diff(t_vals[k], o_vals[k]) for k in t_vals), default=0.0))
+    return stats, metrics
+
+
+def _checks(outputs: dict[str, dict[str, Any]], metrics: dict[str, Any], thr: dict[str, float]) -> list[str]:
+    failures = []
+    for name, s in outputs.items():
+        if not s["max_abs_diff"] <= thr["max_abs_diff"]:
+            failures.append(f"output '{name}': max_abs_diff {s['max_abs_diff']:.3g} > {thr['max_abs_diff']:.3g}")
+        if not s["mean_abs_diff"] <= thr["mean_abs_diff"]:
+            failures.append(f"output '{name}': mean_abs_diff {s['mean_abs_diff']:.3g} > {thr['mean_abs_diff']:.3g}")
+        agree = s["argmax_agreement"]
+        if agree is not None and not agree >= thr["min_argmax_agreement"]:
+            failures.append(f"output '{name}': argmax_agreement {agree:.6f} < {thr['min_argmax_agreement']}")
+    if metrics["max_diff"] is not None and not metrics["max_diff"] <= thr["max_metric_diff"]:
+        worst = max(metrics["torch"], key=lambda k: _metric_diff(metrics["torch"][k], metrics["onnxruntime"][k]))
+        failures.append(f"metric {worst}: torch {metrics['torch'][worst]:.6g} vs onnxruntime "
+                        f"{metrics['onnxruntime'][worst]:.6g} (|diff| {metrics['max_diff']:.3g} > "
+                        f"{thr['max_metric_diff']:.3g})")
+    return failures
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (a class absent from the samples, an infinite difference) → None: strict JSON readers reject them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _checkpoint_from_export_json(onnx_path: str) -> str | None:
+    info = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "export.json")
+    if os.path.isfile(info):
+        with open(info) as f:
+            data = json.load(f)
+        if os.path.abspath(data.get("onnx", "")) == os.path.abspath(onnx_path):
+            return data.get("checkpoint")
+    return None
+
+
+def verify_parity(cfg: Any, onnx_path: str, checkpoint: str | None = None, work_dir: str | None = None,
+                  num_samples: int | None = None, thresholds: Mapping[str, float] | None = None,
+                  device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Compare onnxruntime with ``model.onnx_export`` on real samples; returns the report (also written to
+    ``parity.json``) and raises ``ParityError`` when a check fails.
+
+    ``checkpoint`` defaults to the one recorded in the ``export.json`` beside the ONNX file, then to
+    ``cfg.checkpoint``. Thresholds: defaults < ``cfg.parity`` < ``thresholds``.
+    """
+    import onnxruntime as ort
+
+    from antgo.engine.device import resolve_device
+
+    start = time.perf_counter()
+    cfg = load_config(cfg)
+    onnx_path = os.fspath(onnx_path)
+    if not os.path.isfile(onnx_path):
+        raise FileNotFoundError(f"ONNX file not found: {onnx_path}; run the export first")
+    thr, options = _parity_options(cfg, thresholds)
+    checkpoint = checkpoint or _checkpoint_from_export_json(onnx_path) or cfg.get("checkpoint")
+    dev = resolve_device(device)
+    model = build_export_model(cfg, checkpoint, dev)
+    reader, data_key = _test_reader(cfg)
+    n = int(num_samples or options.get("num_samples", 16))
+    batches = _batches(reader, n, int(options.get("batch_size", 4)))
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    stats, metrics = _run(model, session, batches, cfg, dev)
+    outputs = {name: s.as_dict() for name, s in stats.items()}
+    failures = _checks(outputs, metrics, thr)
+    report = {
+        "passed": not failures, "failures": failures, "onnx": os.path.abspath(onnx_path),
+        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None, "data": data_key,
+        "num_samples": sum(len(next(iter(b.values()))) for b in batches),
+        "batch_sizes": [len(next(iter(b.values()))) for b in batches], "outputs": outputs, "metrics": metrics,
+        "thresholds": thr, "provider": "CPUExecutionProvider", "onnxruntime_version": ort.__version__,
+        "torch_version": str(torch.__version__), "seconds": round(time.perf_counter() - start, 3),
+    }
+    out_dir = os.fspath(work_dir) if work_dir else os.path.dirname(os.path.abspath(onnx_path))
+    os.makedirs(out_dir, exist_ok=True)
+    report["report_file"] = os.path.join(out_dir, "parity.json")
+    with open(report["report_file"], "w") as f:
+        json.dump(_json_safe(report), f, indent=2)
+    summary = ", ".join(f"{k}: max|Δ| {s['max_abs_diff']:.2e}, mean|Δ| {s['mean_abs_diff']:.2e}"
+                        + (f", argmax {s['argmax_agreement']:.5f}" if s["argmax_agreement"] is not None else "")
+                        for k, s in outputs.items())
+    metric_note = f", metric |Δ| {metrics['max_diff']:.2e}" if metrics["max_diff"] is not None else ""
+    logger.info("parity %s on %d samples (%s%s)", "PASSED" if not failures else "FAILED", report["num_samples"],
+                summary, metric_note)
+    if failures:
+        raise ParityError(f"ONNX parity failed for {onnx_path} ({report['num_samples']} samples from {data_key}):\n  "
+                          + "\n  ".join(failures) + f"\nreport: {report['report_file']}", report)
+    return report
