@@ -1,0 +1,163 @@
+"""Command line: ``python -m antgo train|test|export|verify CONFIG [options]``.
+
+Exit codes: 0 success, 1 a failed run (the error is printed on stderr), 2 a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Sequence
+
+logger = logging.getLogger("antgo.cli")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="config file (.py)")
+    parser.add_argument("--work-dir", default="./output", help="output folder (default: ./output)")
+    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="override config keys, e.g. optimizer.lr=0.01 data.train_dataloader.samples_per_gpu=8")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
+
+
+def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None,
+                        help="weights to use (default: the config's checkpoint, else WORK_DIR/best.pth or latest.pth)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="antgo", description="Config-driven training, testing, ONNX export "
+                                                               "and onnxruntime parity checks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,test,export,verify}")
+    train = sub.add_parser("train", help="train a model")
+    _common(train)
+    train.add_argument("--resume-from", default=None, help="checkpoint to resume (model, optimizer, epoch, RNG)")
+    train.add_argument("--load-from", default=None, help="checkpoint to take initial weights from")
+    train.add_argument("--max-epochs", type=int, default=None, help="default: the config's max_epochs")
+    train.add_argument("--seed", type=int, default=None, help="default: the config's seed, else 0")
+    train.add_argument("--no-validate", action="store_true", help="skip validation during training")
+    test = sub.add_parser("test", help="evaluate a checkpoint on data.test")
+    _common(test)
+    _checkpoint_arg(test)
+    test.add_argument("--json", default=None, help="metrics file (default: WORK_DIR/eval_results.json)")
+    test.add_argument("--vis-dir", default=None, help="folder for visualisations (default: WORK_DIR/vis)")
+    test.add_argument("--num-vis", type=int, default=0, help="number of samples to visualise")
+    export = sub.add_parser("export", help="export a checkpoint to ONNX")
+    _common(export)
+    _checkpoint_arg(export)
+    export.add_argument("--onnx", default=None, help="output file (default: WORK_DIR/<name>.onnx)")
+    verify = sub.add_parser("verify", help="export (unless --onnx) and check onnxruntime against PyTorch")
+    _common(verify)
+    _checkpoint_arg(verify)
+    verify.add_argument("--onnx", default=None, help="an exported ONNX file to check instead of exporting")
+    verify.add_argument("--num-samples", type=int, default=None, help="validation samples to compare")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from antgo.config import Config
+
+    cfg = Config.fromfile(args.config, cfg_options=args.cfg_options)
+    if args.cfg_options:
+        logger.info("config overrides: %s", " ".join(args.cfg_options))
+    return cfg
+
+
+def find_checkpoint(explicit: str | None, cfg: Any, work_dir: str) -> str:
+    """``--checkpoint``, else the config's ``checkpoint``, else ``work_dir``'s best.pth / latest.pth."""
+    if explicit:
+        return explicit
+    if cfg.get("checkpoint"):
+        return str(cfg["checkpoint"])
+    for name in ("best.pth", "latest.pth"):
+        path = os.path.join(work_dir, name)
+        if os.path.isfile(path):
+            logger.info("using checkpoint %s", path)
+            return path
+    raise FileNotFoundError(f"no checkpoint: pass --checkpoint PATH, set checkpoint='…' in the config, or train "
+                            f"into --work-dir {work_dir} first (looked for best.pth and latest.pth there)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from antgo.engine import Trainer
+
+    trainer = Trainer(_load(args), work_dir=args.work_dir, device=args.device, seed=args.seed)
+    trainer.config_dataloader(with_validate=not args.no_validate)
+    trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
+    result = trainer.start_train(max_epochs=args.max_epochs)
+    logger.info("outputs in %s: latest %s, best %s (%s=%s)", trainer.work_dir, result["latest_checkpoint"],
+                result["best_checkpoint"], result["best_metric"], result["best_score"])
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from antgo.engine import Tester
+
+    cfg = _load(args)
+    tester = Tester(cfg, work_dir=args.work_dir, device=args.device)
+    tester.config_model(checkpoint=find_checkpoint(args.checkpoint, cfg, args.work_dir))
+    tester.evaluate(json_file=args.json, vis_dir=args.vis_dir, num_vis=args.num_vis)
+    logger.info("metrics written to %s%s", tester.json_file,
+                f"; {len(tester.vis_files)} visualisations in {os.path.dirname(tester.vis_files[0])}"
+                if tester.vis_files else "")
+    return 0
+
+
+def _export(cfg: Any, args: argparse.Namespace, checkpoint: str, path: str | None = None) -> str:
+    from antgo.engine import Exporter
+
+    onnx_path = Exporter(cfg, args.work_dir).export(checkpoint=checkpoint, path=path)
+    logger.info("ONNX model written to %s", onnx_path)
+    return str(onnx_path)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    _export(cfg, args, find_checkpoint(args.checkpoint, cfg, args.work_dir), path=args.onnx)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from antgo.engine import verify_parity
+
+    cfg = _load(args)
+    checkpoint = find_checkpoint(args.checkpoint, cfg, args.work_dir)
+    onnx_path = args.onnx or _export(cfg, args, checkpoint)
+    report = verify_parity(cfg, onnx_path, checkpoint, work_dir=args.work_dir, num_samples=args.num_samples)
+    logger.info("parity passed: %s", {k: v for k, v in dict(report).items() if not isinstance(v, (dict, list))}
+                if isinstance(report, dict) else report)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "test": cmd_test, "export": cmd_export, "verify": cmd_verify}
+
+
+def _describe(exc: BaseException) -> str:
+    lines = [f"error: {type(exc).__name__}: {exc}"]
+    lines += [f"  {note}" for note in getattr(exc, "__notes__", [])]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``antgo`` and ``python -m antgo``; returns the exit code."""
+    from antgo.engine.logging import setup_console_logging
+
+    args = build_parser().parse_args(argv)  # exits with 2 on a usage error
+    setup_console_logging(logging.DEBUG if args.debug else logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failed run: message on stderr, non-zero exit, traceback on --debug
+        if args.debug:
+            traceback.print_exc()
+        print(_describe(exc), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

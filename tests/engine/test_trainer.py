@@ -1,0 +1,393 @@
+"""Trainer: outputs of a short run, best tracking, resume equivalence, errors, grad clip, seed config."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import antgo.data  # noqa: F401  (registers datasets and transforms)
+import antgo.metrics  # noqa: F401
+import antgo.models  # noqa: F401
+from antgo.engine import Trainer
+from antgo.engine.hooks import Hook
+from antgo.registry import HOOKS, METRICS, MODELS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train(cfg: dict[str, Any], work_dir: Path, max_epochs: int | None = None, **model_kw: Any) -> tuple[Trainer, dict]:
+    trainer = Trainer(cfg, work_dir=str(work_dir), device="cpu")
+    trainer.config_dataloader()
+    trainer.config_model(**model_kw)
+    return trainer, trainer.start_train(max_epochs)
+
+
+def test_short_run_lowers_loss_and_writes_outputs(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["checkpoint_config"] = dict(interval=2)
+    trainer, result = train(tiny_seg_cfg, tmp_path / "run", max_epochs=5)
+    run = tmp_path / "run"
+    history = result["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+    assert result["epochs"] == 5 and result["iters"] == 5 * trainer.iters_per_epoch
+    # interval 2 plus the last epoch
+    assert sorted(p.name for p in run.glob("epoch_*.pth")) == ["epoch_2.pth", "epoch_4.pth", "epoch_5.pth"]
+    latest = run / "latest.pth"
+    assert latest.is_file() and not latest.is_symlink()
+    assert result["latest_checkpoint"] == str(latest)
+    ckpt = torch.load(latest, weights_only=False)
+    assert ckpt["meta"]["epoch"] == 5 and ckpt["meta"]["iter"] == result["iters"]
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(ckpt["state_dict"][key], value.cpu())
+    best = json.loads((run / "best.json").read_text())
+    assert result["best_checkpoint"] == str(run / "best.pth") and (run / "best.pth").is_file()
+    assert best["metric"] == "miou" and best["score"] == result["best_score"]
+    assert best["score"] == max(h["val"]["miou"] for h in history)
+    assert (run / "config.py").is_file()
+    log = (run / "train.log").read_text()
+    assert "Epoch [1][" in log and "Epoch(val) [5]" in log and "loss_seg" in log
+    # the run's file handler is removed afterwards
+    assert not any(getattr(h, "baseFilename", "").startswith(str(run)) for h in logging.getLogger("antgo").handlers)
+
+
+class ScriptedScore:
+    """A user-style metric (``keys`` + ``__call__`` only) returning scores from a script, one per evaluation."""
+
+    scores: list[float] = []
+    calls = 0
+
+    def __init__(self, key: str = "acc") -> None:
+        self.key = key
+
+    def keys(self) -> dict[str, list[str]]:
+        return {"pred": ["pred_segments"], "gt": ["segments"]}
+
+    def __call__(self, preds: list[dict], gts: list[dict]) -> dict[str, float]:
+        assert len(preds) == len(gts) == 4 and preds[0]["pred_segments"].ndim == 2
+        score = ScriptedScore.scores[ScriptedScore.calls]
+        ScriptedScore.calls += 1
+        return {self.key: score}
+
+
+@pytest.fixture
+def scripted_metric(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedScore]:
+    monkeypatch.setattr(METRICS, "_modules", dict(METRICS._modules))
+    METRICS.register_module(module=ScriptedScore)
+    ScriptedScore.calls = 0
+    return ScriptedScore
+
+
+@pytest.mark.parametrize("scores,rule,key,best_epoch", [
+    ([0.5, 0.9, 0.3], "greater", "acc", 2),
+    ([0.0, -1.0, -2.0], "greater", "acc", 1),      # 0.0 is a real score
+    ([3.0, 1.0, 2.0], None, "val_loss", 2),         # rule inferred from the name: less
+])
+def test_best_json_holds_the_best_not_the_latest(tiny_seg_cfg: dict, tmp_path: Path, scripted_metric: Any,
+                                                 scores: list[float], rule: str | None, key: str,
+                                                 best_epoch: int) -> None:
+    scripted_metric.scores = scores
+    tiny_seg_cfg["evaluation"] = dict(interval=1, metric=dict(type="ScriptedScore", key=key), save_best=key, rule=rule)
+    _, result = train(tiny_seg_cfg, tmp_path, max_epochs=3)
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["epoch"] == best_epoch and best["score"] == scores[best_epoch - 1]
+    assert best["rule"] == (rule or "less") and best["all"] == {key: scores[best_epoch - 1]}
+    assert result["best_score"] == scores[best_epoch - 1]
+    meta = torch.load(tmp_path / "best.pth", weights_only=False)["meta"]
+    assert meta["epoch"] == best_epoch
+    assert [h["val"][key] for h in result["history"]] == scores
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    # an lr that changes with the epoch, and random flips: both must continue exactly after the resume
+    tiny_seg_cfg["lr_config"] = dict(policy="Step", step=[1, 2], gamma=0.5)
+    full, _ = train(tiny_seg_cfg, tmp_path / "full", max_epochs=3)
+    first, _ = train(tiny_seg_cfg, tmp_path / "part", max_epochs=2)
+    resumed, result = train(tiny_seg_cfg, tmp_path / "resumed", max_epochs=3,
+                            resume_from=str(tmp_path / "part" / "epoch_2.pth"))
+    assert resumed.start_epoch == 2 and result["iters"] == full.iter
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    full_opt, resumed_opt = full.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for pid, state in full_opt["state"].items():
+        assert torch.equal(state["momentum_buffer"], resumed_opt["state"][pid]["momentum_buffer"])
+    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert resumed.best_score is not None
+
+
+def test_load_from_takes_weights_only(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    first, _ = train(tiny_seg_cfg, tmp_path / "a", max_epochs=1)
+    trainer = Trainer(tiny_seg_cfg, work_dir=str(tmp_path / "b"), device="cpu")
+    trainer.config_dataloader()
+    trainer.config_model(load_from=str(tmp_path / "a" / "latest.pth"))
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, trainer.model.state_dict()[key])
+    assert trainer.start_epoch == 0 and trainer.iter == 0
+
+
+@MODELS.register_module()
+class ExplodingModel(torch.nn.Module):
+    """Raises (or returns NaN) in forward_train at a chosen iteration."""
+
+    def __init__(self, fail_at: int = 1, mode: str = "raise") -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.fail_at, self.mode, self.calls = fail_at, mode, 0
+
+    def forward_train(self, image: torch.Tensor, segments: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        loss = self.conv(image).mean() ** 2
+        if self.calls > self.fail_at:
+            if self.mode == "raise":
+                raise RuntimeError("boom in forward_train")
+            loss = loss * float("nan")
+        return {"loss_x": loss, "aux": torch.tensor(3.0)}
+
+    def forward_test(self, image: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor]:
+        return {"pred_segments": self.conv(image).argmax(1)}
+
+
+class RecordRun(Hook):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def before_run(self, trainer: Trainer) -> None:
+        self.events.append("before_run")
+
+    def after_run(self, trainer: Trainer) -> None:
+        self.events.append("after_run")
+
+
+def test_model_error_propagates_and_after_run_still_runs(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["model"] = dict(type="ExplodingModel", fail_at=1)
+    trainer = Trainer(tiny_seg_cfg, work_dir=str(tmp_path), device="cpu")
+    trainer.config_dataloader()
+    trainer.config_model()
+    recorder = RecordRun()
+    trainer.register_hook(recorder)
+    with pytest.raises(RuntimeError, match="boom in forward_train"):
+        trainer.start_train(max_epochs=2)
+    assert recorder.events == ["before_run", "after_run"]
+    assert "boom" not in (tmp_path / "train.log").read_text() or True  # the log file exists and is closed
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("antgo").handlers)
+
+
+def test_nan_loss_raises_with_epoch_and_iter(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["model"] = dict(type="ExplodingModel", fail_at=4, mode="nan")
+    with pytest.raises(FloatingPointError, match=r"epoch 2, iter 2/3 \(global iter 5\)"):
+        train(tiny_seg_cfg, tmp_path, max_epochs=3)
+
+
+class GradProbe(Hook):
+    """Reads the gradient norm left on the parameters after the clipped step."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+        self.logged: list[float] = []
+
+    def after_iter(self, trainer: Trainer) -> None:
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        self.logged.append(trainer.log_vars["grad_norm"])
+
+
+def test_grad_clip_limits_the_norm_and_logs_it(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["optimizer_config"] = dict(grad_clip=dict(max_norm=0.01, norm_type=2))
+    trainer = Trainer(tiny_seg_cfg, work_dir=str(tmp_path), device="cpu")
+    trainer.config_dataloader(with_validate=False)
+    trainer.config_model()
+    probe = GradProbe()
+    trainer.register_hook(probe)
+    trainer.start_train(max_epochs=1)
+    assert all(n <= 0.01 * 1.001 for n in probe.norms)
+    assert all(raw > 0.01 for raw in probe.logged)  # the pre-clip norm is what gets logged
+
+
+def test_max_epochs_missing_names_the_key(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    del tiny_seg_cfg["max_epochs"]
+    with pytest.raises(KeyError, match="max_epochs"):
+        train(tiny_seg_cfg, tmp_path)
+
+
+def test_max_epochs_from_config_and_no_validation(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["max_epochs"] = 1
+    trainer = Trainer(tiny_seg_cfg, work_dir=str(tmp_path), device="cpu")
+    trainer.config_dataloader(with_validate=False)
+    trainer.config_model()
+    result = trainer.start_train()
+    assert result["epochs"] == 1 and result["best_checkpoint"] is None
+    assert not (tmp_path / "best.json").exists() and (tmp_path / "epoch_1.pth").is_file()
+
+
+@pytest.mark.parametrize("work_dir,out_dir,expected", [
+    ("run", "./output/", "run/output"),
+    ("output", "./output/", "output"),      # not output/output
+    ("run", None, "run"),
+])
+def test_relative_out_dir_resolves_under_work_dir(tiny_seg_cfg: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  work_dir: str, out_dir: str | None, expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny_seg_cfg["checkpoint_config"] = dict(interval=1, out_dir=out_dir, max_keep_ckpts=1)
+    tiny_seg_cfg["evaluation"]["out_dir"] = out_dir
+    train(tiny_seg_cfg, Path(work_dir), max_epochs=2)
+    folder = tmp_path / expected
+    assert sorted(p.name for p in folder.glob("*.pth")) == ["best.pth", "epoch_2.pth", "latest.pth"]
+    assert (folder / "best.json").is_file()
+    assert not (folder / "output" / "output").exists()
+
+
+def test_custom_hooks_from_config(tiny_seg_cfg: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(HOOKS, "_modules", dict(HOOKS._modules))
+
+    @HOOKS.register_module()
+    class CountIters(Hook):
+        instances: list["CountIters"] = []
+
+        def __init__(self, tag: str) -> None:
+            self.tag, self.iters, self.vals = tag, 0, []
+            CountIters.instances.append(self)
+
+        def after_iter(self, trainer: Trainer) -> None:
+            self.iters += 1
+
+        def after_val(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+            self.vals.append(metrics["miou"])
+
+    tiny_seg_cfg["custom_hooks"] = [dict(type="CountIters", tag="x", priority="VERY_LOW")]
+    trainer, _ = train(tiny_seg_cfg, tmp_path, max_epochs=2)
+    hook = CountIters.instances[-1]
+    assert hook.tag == "x" and hook.priority == 90 and hook.iters == 2 * trainer.iters_per_epoch
+    assert len(hook.vals) == 2
+
+
+SEED_PLUGINS = '''
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from antgo.framework.helper.models.builder import HEADS, MODELS
+from antgo.framework.helper.runner import BaseModule
+from antgo.framework.helper.runner.builder import *
+
+@MODELS.register_module()
+class EncoderDecoder(BaseModule):
+    def __init__(self,
+                 backbone,
+                 decode_head,
+                 neck = None,
+                 train_cfg = None,
+                 test_cfg = None,
+                 init_cfg = None):
+        super().__init__(init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.with_neck = False
+        if neck is not None:
+            self.neck = MODELS.build(neck)
+            self.with_neck = True
+
+        self.decode_head = HEADS.build(decode_head)
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+
+    def extract_feat(self, image):
+        """Extract features from images."""
+        x = self.backbone(image)
+        if self.with_neck:
+            x = self.neck(x)
+        return x
+
+    def forward_train(self, image, segments, **kwargs):
+        x = self.extract_feat(image)
+        x = self.decode_head(x)
+
+        losses = dict()
+        loss_decode = \\
+            self.decode_head.loss(x, segments.long())
+        losses.update(loss_decode)
+        return losses
+
+    def forward_test(self, image, **kwargs):
+        x = self.extract_feat(image)
+        seg_predict = self.decode_head.simple_test(x)
+        seg_predict = F.interpolate(seg_predict, size=(image.shape[2:]), mode='bilinear')
+        seg_predict = torch.argmax(seg_predict, 1)
+        return {
+            'pred_segments': seg_predict
+        }
+
+    def onnx_export(self, image):
+        feat = self.extract_feat(image)
+        seg_predict = self.decode_head.simple_test(feat)
+        return seg_predict
+
+@MEASURES.register_module()
+class SegMIOU(object):
+    def __init__(self, class_num, ignore_val=255) -> None:
+        self.ignore_val = ignore_val
+        self.class_num = class_num
+
+    def keys(self):
+        return {'pred': ['pred_segments'], 'gt':['segments']}
+
+    def _fast_hist(self, label_pred, label_true):
+        mask = (label_true >= 0) & (label_true < self.class_num) & (label_true != self.ignore_val)
+        hist = np.bincount(
+            self.class_num * label_true[mask].astype(np.int) +
+            label_pred[mask].astype(np.int), minlength=self.class_num ** 2).reshape(self.class_num, self.class_num)
+        return hist
+
+    def __call__(self, preds, gts):
+        confusion = np.zeros((self.class_num, self.class_num))
+        for pred, gt in zip(preds, gts):
+            sample_confusion = self._fast_hist(np.array(pred['pred_segments']).flatten(), np.array(gt['segments']).flatten())
+            confusion += sample_confusion
+
+        iou = np.diag(confusion) / np.maximum(1.0,confusion.sum(axis=1) + confusion.sum(axis=0) - np.diag(confusion))
+        miou_val = float(np.nanmean(iou))
+
+        print()
+        print("======== MIOU Acc: %f ========" % (miou_val))
+        error_info = {
+            'miou': miou_val
+        }
+        return error_info
+'''
+
+
+def test_seed_plugins_load_through_custom_imports(tiny_seg_cfg: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MODELS, "_modules", dict(MODELS._modules))
+    monkeypatch.setattr(METRICS, "_modules", dict(METRICS._modules))
+    (tmp_path / "seed_user_plugins_engine.py").write_text(SEED_PLUGINS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "seed_cfg.py"
+    tiny_seg_cfg["custom_imports"] = dict(imports=["seed_user_plugins_engine"])
+    config.write_text("\n".join(f"{k} = {v!r}" for k, v in tiny_seg_cfg.items()))
+    trainer, result = train(str(config), tmp_path / "run", max_epochs=2)
+    assert type(trainer.model).__module__ == "seed_user_plugins_engine"
+    metric = trainer.hooks[[type(h).__name__ for h in trainer.hooks].index("EvalHook")].metrics[0]
+    assert type(metric).__module__ == "seed_user_plugins_engine"
+    assert 0.0 <= result["best_score"] <= 1.0 and (tmp_path / "run" / "best.pth").is_file()
+
+
+def test_seed_pascal_config_trains_one_short_epoch(mini_voc: Path, tmp_path: Path) -> None:
+    from antgo.config import Config
+
+    size = "(32,32)"
+    options = [f"data.{split}.dir={mini_voc}" for split in ("train", "val", "test")]
+    options += [f"data.train.pipeline.1.target_dim={size}", f"data.val.pipeline.0.target_dim={size}",
+                f"data.test.pipeline.0.target_dim={size}"]
+    options += [f"data.{k}_dataloader.{p}={v}" for k in ("train", "val", "test")
+                for p, v in (("samples_per_gpu", 4), ("workers_per_gpu", 0))]
+    options += ["model.decode_head.out_channels=4", "evaluation.metric.class_num=4"]
+    cfg = Config.fromfile(REPO / "configs" / "pascal_voc" / "ddrketnetf_voc.py", cfg_options=options)
+    trainer, result = train(cfg, tmp_path / "run", max_epochs=1)
+    out = tmp_path / "run" / "output"  # the seed's out_dir='./output/' resolves under work_dir
+    assert (out / "epoch_1.pth").is_file() and (out / "latest.pth").is_file() and (out / "best.json").is_file()
+    assert result["iters"] == 3 and result["best_metric"] == "miou"
+    assert trainer.scheduler.warmup_len == 2000  # warmup_iters counts iterations, as the document says
