@@ -1,0 +1,254 @@
+"""One MLflow parent run per pipeline and a nested child run per stage.
+
+Everything goes through ``MlflowClient`` with explicit run ids: the active run of MLflow's fluent API is
+thread-local, and Prefect may run stages in other threads. Only rank 0 logs; on other ranks the tracker
+is a no-op.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from antgo.tracking.store import PROJECT_ROOT, ensure_experiment, resolve_tracking_uri, run_url
+
+logger = logging.getLogger(__name__)
+
+# MLflow limits (mlflow.utils.validation): param key 250 chars, value 6000, 100 params / 1000 metrics per batch.
+MAX_PARAM_KEY = 250
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 5000
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+
+
+def is_rank_zero() -> bool:
+    """True in a single process and on global rank 0 of a distributed job."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file (the dumped config: same hash = same resolved config)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def git_commit(root: str | os.PathLike = PROJECT_ROOT) -> str | None:
+    """HEAD of the repository holding the code, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{'a.b.c': v}`` from nested dicts (lists stay values): the shape MLflow params take."""
+    if hasattr(obj, "flatten") and callable(obj.flatten) and not prefix:
+        return dict(obj.flatten())
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def error_text(exc: BaseException | str) -> str:
+    """``Type: message`` cut to what an MLflow tag holds."""
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_TAG_VALUE else text[: MAX_TAG_VALUE - 3] + "..."
+
+
+@dataclass
+class TrackingContext:
+    """What the stages need to reach the pipeline's parent run (small and JSON-able, passed between tasks)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrackingContext":
+        return cls(**{k: data.get(k) for k in ("tracking_uri", "experiment_id", "parent_run_id")})
+
+
+class PipelineTracker:
+    """Creates, logs to and closes the parent and child runs of one pipeline."""
+
+    def __init__(self, ctx: TrackingContext, enabled: bool | None = None) -> None:
+        self.ctx = ctx
+        self.enabled = is_rank_zero() if enabled is None else enabled
+        self._client = None
+
+    # --- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, experiment: str, run_name: str, tracking_uri: str | None = None,
+              tags: Mapping[str, Any] | None = None) -> "PipelineTracker":
+        """Open the parent run of a pipeline in ``experiment`` (created on demand)."""
+        from mlflow.tracking import MlflowClient
+
+        uri = resolve_tracking_uri(tracking_uri)
+        if not is_rank_zero():
+            return cls(TrackingContext(uri, "", None), enabled=False)
+        client = MlflowClient(tracking_uri=uri)
+        exp_id = ensure_experiment(client, experiment, uri)
+        all_tags = {"antgo.pipeline": "true", **{k: str(v) for k, v in (tags or {}).items() if v is not None}}
+        commit = git_commit()
+        if commit:
+            all_tags.setdefault("mlflow.source.git.commit", commit)
+            all_tags.setdefault("antgo.git_commit", commit)
+        run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
+        tracker = cls(TrackingContext(uri, exp_id, run.info.run_id), enabled=True)
+        tracker._client = client
+        logger.info("MLflow run %s in experiment %r (%s)", run.info.run_id, experiment, uri)
+        return tracker
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.ctx.tracking_uri)
+        return self._client
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.ctx.parent_run_id
+
+    def url(self, run_id: str | None = None) -> str | None:
+        """Link to ``run_id`` (default: the parent run) in the MLflow UI."""
+        run_id = run_id or self.ctx.parent_run_id
+        return run_url(self.ctx.tracking_uri, self.ctx.experiment_id, run_id) if run_id else None
+
+    # --- runs ---------------------------------------------------------------------------------------------
+    def start_child(self, name: str, tags: Mapping[str, Any] | None = None) -> str | None:
+        """A nested run under the parent (``mlflow.parentRunId`` is what makes the UI nest it)."""
+        if not self.enabled:
+            return None
+        all_tags = {"mlflow.parentRunId": self.ctx.parent_run_id, "antgo.stage": name}
+        all_tags.update({k: str(v) for k, v in (tags or {}).items() if v is not None})
+        return self.client.create_run(self.ctx.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def end(self, run_id: str | None, error: BaseException | str | None = None) -> None:
+        """FINISHED, or FAILED with the error text in the ``error`` tag."""
+        if not self.enabled or run_id is None:
+            return
+        if error is not None:
+            self.client.set_tag(run_id, "error", error_text(error))
+        self.client.set_terminated(run_id, status="FAILED" if error is not None else "FINISHED")
+
+    @contextmanager
+    def stage(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator["StageRun"]:
+        """Child run for one stage; an exception marks it FAILED (with ``error``) and propagates."""
+        run = StageRun(self, self.start_child(name, tags))
+        try:
+            yield run
+        except BaseException as exc:
+            try:
+                self.end(run.run_id, exc)
+            except Exception:  # the original error matters more than a tracking hiccup
+                logger.exception("could not mark MLflow run of stage %s as failed", name)
+            raise
+        self.end(run.run_id)
+
+    # --- logging ------------------------------------------------------------------------------------------
+    def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
+        if not self.enabled or run_id is None:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, error_text(str(v))) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i:i + 100])
+
+    def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
+        """Log a flat dict as params, cut to MLflow's key/value limits, 100 per call."""
+        if not self.enabled or run_id is None:
+            return
+        from mlflow.entities import Param
+
+        items: dict[str, str] = {}
+        for key, value in params.items():
+            key = str(key)[:MAX_PARAM_KEY]
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            items.setdefault(key, text if len(text) <= MAX_PARAM_VALUE else text[: MAX_PARAM_VALUE - 3] + "...")
+        pairs = [Param(k, v) for k, v in items.items()]
+        for i in range(0, len(pairs), PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=pairs[i:i + PARAMS_PER_BATCH])
+
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, Any], step: int = 0) -> None:
+        """Numeric entries of ``metrics`` at ``step`` in one call (non-numbers are skipped)."""
+        if not self.enabled or run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if _is_number(v)]
+        for i in range(0, len(items), METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[i:i + METRICS_PER_BATCH])
+
+    def log_artifact(self, run_id: str | None, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        if not self.enabled or run_id is None:
+            return
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dict(self, run_id: str | None, data: Any, artifact_file: str) -> None:
+        """``data`` as a JSON artifact named ``artifact_file`` (may contain a folder)."""
+        if not self.enabled or run_id is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_text(json.dumps(data, indent=2, default=str))
+            folder = str(Path(artifact_file).parent)
+            self.log_artifact(run_id, path, None if folder == "." else folder)
+
+
+class StageRun:
+    """The child run of one stage: the tracker's logging methods with the run id filled in."""
+
+    def __init__(self, tracker: PipelineTracker, run_id: str | None) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.tracker.set_tags(self.run_id, tags)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.tracker.log_params(self.run_id, params)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
+        self.tracker.log_metrics(self.run_id, metrics, step)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.tracker.log_artifact(self.run_id, path, artifact_path)
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self.tracker.log_dict(self.run_id, data, artifact_file)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

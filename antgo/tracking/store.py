@@ -1,0 +1,123 @@
+"""Where MLflow data lives: the tracking URI, the artifact root and the experiment.
+
+Default store: ``<project>/mlruns/mlflow.db`` (SQLite) with artifacts in ``<project>/mlruns/artifacts``,
+both absolute so that runs started from any working directory land in the same place and ``mlflow ui``
+finds the artifacts. ``MLFLOW_TRACKING_URI`` (or an explicit URI) overrides it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+logger = logging.getLogger(__name__)
+
+#: Repository root (antgo/tracking/store.py -> parents[2]); the default store lives beside the code.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Telemetry is opt-in for this project; setdefault keeps whatever the user exported.
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def disable_telemetry() -> None:
+    """Turn MLflow/Prefect telemetry off unless the user set these variables explicitly."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+
+
+def default_store_dir(root: str | os.PathLike | None = None) -> Path:
+    """``<root>/mlruns``: the folder holding the SQLite database and the artifacts."""
+    return Path(root or PROJECT_ROOT).resolve() / "mlruns"
+
+
+def sqlite_uri(db_path: str | os.PathLike) -> str:
+    """``sqlite:////abs/path.db`` for an absolute database path."""
+    return "sqlite:///" + str(Path(db_path).resolve())
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None, root: str | os.PathLike | None = None) -> str:
+    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else the project's SQLite store (created on demand)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if "://" not in uri and not uri.startswith("databricks"):
+            # A bare path means a SQLite database file, never MLflow's retired file store.
+            uri = sqlite_uri(uri if uri.endswith(".db") else Path(uri) / "mlflow.db")
+        return uri
+    store = default_store_dir(root)
+    store.mkdir(parents=True, exist_ok=True)
+    ignore = store / ".gitignore"
+    if not ignore.exists():  # keep run data out of version control without touching the project's .gitignore
+        ignore.write_text("*\n")
+    return sqlite_uri(store / "mlflow.db")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:"):
+        return None
+    path = unquote(urlparse(uri).path)
+    # sqlite:////abs/x.db parses to path '//abs/x.db'; sqlite:///rel.db to '/rel.db'
+    if uri.startswith("sqlite:////"):
+        return Path("/" + path.lstrip("/"))
+    return Path(path.lstrip("/")).resolve()
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Absolute artifact location for local stores (``<db folder>/artifacts``); None lets a server decide."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    root = db.parent / "artifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    return root.as_uri()
+
+
+def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created with an absolute artifact location when the store is local."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = artifact_root_for(tracking_uri)
+    if location is not None:
+        location = f"{location}/{_safe_name(name)}"
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it between the lookup and the create
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
+
+
+def ui_command(tracking_uri: str, port: int = 5000) -> str:
+    """The shell command that opens the MLflow UI on this store (bounded resources, see STACK notes)."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return f"open {tracking_uri} in a browser"
+    artifacts = db.parent / "artifacts"
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {sqlite_uri(db)} "
+            f"--artifacts-destination {artifacts} --host 127.0.0.1 --port {port} --workers 1")
+
+
+def ui_base_url(tracking_uri: str) -> str:
+    """Base URL of the MLflow UI for links: the server itself, or ``ANTGO_MLFLOW_UI_URL`` / localhost:5000."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return os.environ.get("ANTGO_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Link to a run page in the MLflow UI."""
+    return f"{ui_base_url(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"

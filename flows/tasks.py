@@ -1,0 +1,316 @@
+"""One Prefect task per pipeline stage, each a thin call into antgo.
+
+Tasks pass paths and small dicts, never models or loaders, and use ``NO_CACHE``: Prefect would otherwise hash
+every input for a cache key. Each task opens its own MLflow child run under the pipeline's parent run
+(``tracking`` = ``TrackingContext.to_dict()``); a failure marks that run FAILED with the error and re-raises.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from antgo.tracking.runs import PipelineTracker, TrackingContext, file_sha256
+
+logger = logging.getLogger("antgo.flows")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG_DIR = PROJECT_ROOT / "configs" / "demo"
+LOADER_KEYS = ("train_dataloader", "val_dataloader", "test_dataloader")
+SPLITS = ("train", "val", "test")
+
+
+def _tracker(tracking: dict[str, Any]) -> PipelineTracker:
+    return PipelineTracker(TrackingContext.from_dict(tracking))
+
+
+def _load(config_path: str) -> Any:
+    from antgo.config import Config
+
+    return Config.fromfile(config_path)
+
+
+def set_loader_context(cfg: Any, context: str | None) -> None:
+    """Give DataLoader workers ``multiprocessing_context`` unless the config sets one.
+
+    ``serve()`` starts flow runs with spawn, so workers would re-import the flow module every epoch (seconds
+    each); fork avoids that on Linux.
+    """
+    if not context:
+        return
+    data = cfg.get("data") or {}
+    for key in LOADER_KEYS:
+        loader = data.get(key)
+        if isinstance(loader, dict) and int(loader.get("workers_per_gpu", 0) or 0) > 0 \
+                and loader.get("multiprocessing_context") is None:
+            cfg.merge_from_dict({f"data.{key}.multiprocessing_context": context}, allow_new=True)
+
+
+def ensure_demo_data(cfg: Any, config_path: str | os.PathLike) -> list[str]:
+    """Generate the embedded demo data set where a demo config's data folder is missing or incomplete."""
+    path = Path(config_path).resolve()
+    if DEMO_CONFIG_DIR not in path.parents:
+        return []
+    from antgo.data.datasets.demo import MANIFEST
+    from antgo.data.datasets.synthetic import make_demo_voc
+
+    made = []
+    for split in SPLITS:
+        folder = ((cfg.get("data") or {}).get(split) or {}).get("dir")
+        if folder and not (Path(folder) / MANIFEST).exists() and str(folder) not in made:
+            logger.info("demo data missing in %s: generating it", folder)
+            make_demo_voc(folder)
+            made.append(str(folder))
+    return made
+
+
+@task(name="parse_config", cache_policy=NO_CACHE)
+def parse_config(config: str, cfg_options: list[str] | None, run_dir: str, tracking: dict[str, Any],
+                 loader_context: str | None = "fork") -> dict[str, Any]:
+    """Load and override the config, dump the resolved file into ``run_dir`` and log it (params + file)."""
+    from antgo.config import Config
+
+    tracker = _tracker(tracking)
+    with tracker.stage("parse_config") as run:
+        cfg = Config.fromfile(config, cfg_options=cfg_options or None)
+        set_loader_context(cfg, loader_context)
+        generated = ensure_demo_data(cfg, config)
+        dumped = cfg.dump(str(Path(run_dir) / "config.py"))
+        cfg_hash = file_sha256(dumped)
+        run.log_params(cfg.flatten())
+        run.log_artifact(dumped, "config")
+        run.set_tags({"antgo.config_hash": cfg_hash})
+        tracker.set_tags(tracker.parent_run_id, {"antgo.config_hash": cfg_hash})
+        mlflow_cfg = cfg.get("mlflow") or {}
+        out = {
+            "config_path": dumped,
+            "config_hash": cfg_hash,
+            "registered_model_name": mlflow_cfg.get("registered_model_name") or Path(config).stem,
+            "max_epochs": cfg.get("max_epochs"),
+            "generated_data": generated,
+        }
+    logger.info("config %s -> %s (sha256 %s)", config, dumped, cfg_hash[:12])
+    return out
+
+
+def _split_cfg(cfg: Any, split: str) -> Any:
+    return (cfg.get("data") or {}).get(split)
+
+
+@task(name="build_dataloaders", cache_policy=NO_CACHE)
+def build_dataloaders(config_path: str, run_dir: str, tracking: dict[str, Any],
+                      histogram_max_samples: int | None = 2000) -> dict[str, Any]:
+    """Build every split's reader and loader once (fails fast on data errors); log sizes and class histogram."""
+    from antgo.data.builder import build_dataloader, build_dataset
+    from antgo.tracking.plots import class_pixel_histogram
+
+    tracker = _tracker(tracking)
+    with tracker.stage("build_dataloaders") as run:
+        cfg = _load(config_path)
+        sizes: dict[str, int] = {}
+        readers: dict[str, Any] = {}
+        for split in SPLITS:
+            split_cfg = _split_cfg(cfg, split)
+            if split_cfg is None:
+                continue
+            readers[split] = build_dataset(split_cfg, key_path=f"data.{split}")
+            sizes[split] = len(readers[split])
+            # one loader per split, in the main process: proves loader settings and collate on a real batch
+            loader_cfg = dict((cfg.get("data") or {}).get(f"{split}_dataloader") or {})
+            loader_cfg.update(workers_per_gpu=0, shuffle=False)
+            loader_cfg.pop("multiprocessing_context", None)
+            if sizes[split]:
+                next(iter(build_dataloader(readers[split], **loader_cfg)))
+        if not sizes.get("train"):
+            raise ValueError(f"data.train in {config_path} has no samples; check data.train.dir")
+        run.log_metrics({f"samples/{k}": v for k, v in sizes.items()})
+        num_classes = _num_classes(cfg)
+        hist = class_pixel_histogram(readers["train"].dataset, num_classes, max_samples=histogram_max_samples)
+        hist["class_names"] = _class_names(readers["train"].dataset, len(hist["counts"]))
+        run.log_dict(hist, "data/class_pixel_histogram.json")
+        run.log_metrics({f"class_fraction/{name}": frac for name, frac in zip(hist["class_names"], hist["fractions"])})
+        Path(run_dir, "class_pixel_histogram.json").write_text(json.dumps(hist, indent=2))
+    return {"sizes": sizes, "num_classes": len(hist["counts"])}
+
+
+def _num_classes(cfg: Any) -> int | None:
+    metric = (cfg.get("evaluation") or {}).get("metric") or {}
+    if isinstance(metric, dict) and metric.get("class_num"):
+        return int(metric["class_num"])
+    head = ((cfg.get("model") or {}).get("decode_head") or {})
+    return int(head["out_channels"]) if head.get("out_channels") else None
+
+
+def _class_names(dataset: Any, n: int) -> list[str]:
+    names = getattr(dataset, "class_names", None) or getattr(dataset, "CLASSES", None)
+    names = list(names) if names else []
+    return [str(names[i]) if i < len(names) else str(i) for i in range(n)]
+
+
+def _resume_checkpoint(run_dir: str) -> str | None:
+    latest = Path(run_dir) / "latest.pth"
+    return str(latest) if latest.is_file() else None
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: int | None = None,
+          device: str | None = None, resume: bool = False, flush_every: int = 50) -> dict[str, Any]:
+    """``Trainer.start_train`` with MLflow (batched per-iteration metrics) and Prefect progress hooks."""
+    from antgo.engine import Trainer
+    from antgo.tracking.hooks import MlflowLoggerHook
+
+    from flows.report import PrefectProgressHook
+
+    tracker = _tracker(tracking)
+    with tracker.stage("train") as run:
+        trainer = Trainer(config_path, work_dir=run_dir, device=device)
+        trainer.config_dataloader(with_validate=True)
+        resume_from = _resume_checkpoint(run_dir) if resume else None
+        if resume_from:
+            logger.info("resuming from %s", resume_from)
+        trainer.config_model(resume_from=resume_from)
+        mlflow_hook = MlflowLoggerHook(tracker, run.run_id, flush_every=flush_every)
+        trainer.register_hook(mlflow_hook)
+        trainer.register_hook(PrefectProgressHook())
+        result = trainer.start_train(max_epochs=max_epochs)
+        best = result.get("best_checkpoint") or result.get("latest_checkpoint")
+        if not best or not Path(best).is_file():
+            raise FileNotFoundError(f"training in {run_dir} produced no checkpoint (result: {result})")
+        summary = {k: result.get(k) for k in ("best_checkpoint", "latest_checkpoint", "best_score",
+                                              "best_metric", "epochs", "iters")}
+        summary["checkpoint"] = str(best)
+        run.log_metrics({"epochs": summary["epochs"], "iters": summary["iters"]}, step=int(result.get("iters") or 0))
+        if summary["best_score"] is not None:
+            run.log_metrics({f"best/{summary['best_metric'] or 'score'}": summary["best_score"]})
+        run.log_artifact(best, "checkpoints")
+        for extra in ("best.json", "train.log"):
+            if (Path(run_dir) / extra).is_file():
+                run.log_artifact(Path(run_dir) / extra, "train")
+        if result.get("history") is not None:
+            run.log_dict(result["history"], "train/history.json")
+        run.set_tags({"mlflow_log_batch_calls": mlflow_hook.flushes})
+    return summary
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, Any], num_vis: int = 4,
+             device: str | None = None) -> dict[str, Any]:
+    """``Tester.evaluate`` of ``checkpoint`` on the test split; logs metrics, confusion matrix, overlays."""
+    from antgo.engine import Tester
+    from antgo.tracking.plots import find_confusion_matrix, plot_confusion_matrix
+
+    tracker = _tracker(tracking)
+    with tracker.stage("evaluate") as run:
+        out_dir = Path(run_dir) / "test"
+        tester = Tester(config_path, run_dir, **({"device": device} if device else {}))
+        tester.config_model(checkpoint=checkpoint)
+        metrics = tester.evaluate(json_file=str(out_dir / "metrics.json"), vis_dir=str(out_dir / "vis"),
+                                  num_vis=num_vis)
+        metrics = {k: float(v) for k, v in (metrics or {}).items() if _is_number(v)}
+        run.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        tracker.log_metrics(tracker.parent_run_id, {f"test/{k}": v for k, v in metrics.items()})
+        cm = find_confusion_matrix(getattr(tester, "metrics", None))
+        plots: list[str] = []
+        if cm is not None:
+            names = _class_names(getattr(getattr(tester, "reader", None), "dataset", None), cm.shape[0])
+            plots.append(str(plot_confusion_matrix(cm, out_dir / "confusion_matrix.png", names)))
+            run.log_artifact(plots[-1], "plots")
+            run.log_dict({"confusion_matrix": cm.tolist(), "class_names": names}, "plots/confusion_matrix.json")
+        vis_files = [str(f) for f in (getattr(tester, "vis_files", None) or [])]
+        for f in vis_files:
+            run.log_artifact(f, "predictions")
+        if (out_dir / "metrics.json").is_file():
+            run.log_artifact(out_dir / "metrics.json", "metrics")
+    return {"metrics": metrics, "plots": plots, "vis_files": vis_files}
+
+
+@task(name="export", cache_policy=NO_CACHE)
+def export(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, Any],
+           registered_model_name: str | None) -> dict[str, Any]:
+    """``Exporter.export`` to ONNX; log the file and an MLflow ONNX model, register a version."""
+    from antgo.engine import Exporter
+    from antgo.tracking.registry import log_onnx_model
+
+    tracker = _tracker(tracking)
+    with tracker.stage("export") as run:
+        name = registered_model_name or "model"
+        onnx_path = str(Exporter(config_path, run_dir).export(checkpoint=checkpoint,
+                                                               path=str(Path(run_dir) / f"{name}.onnx")))
+        run.log_artifact(onnx_path, "onnx")
+        if (Path(run_dir) / "export.json").is_file():
+            run.log_artifact(Path(run_dir) / "export.json", "onnx")
+        data_file = Path(onnx_path + ".data")
+        if data_file.is_file():
+            run.log_artifact(data_file, "onnx")
+        registered = log_onnx_model(tracker, run.run_id, onnx_path, registered_model_name)
+        run.set_tags({"antgo.model_name": registered.name, "antgo.model_version": registered.version})
+    return {"onnx_path": onnx_path, **registered.to_dict()}
+
+
+@task(name="verify", cache_policy=NO_CACHE)
+def verify(config_path: str, run_dir: str, onnx_path: str, checkpoint: str, tracking: dict[str, Any],
+           model_name: str | None = None, model_version: str | None = None, alias: str | None = "champion",
+           thresholds: dict[str, float] | None = None, num_samples: int | None = None) -> dict[str, Any]:
+    """onnxruntime vs torch parity; log the report; only a passing version gets ``alias``."""
+    from antgo.engine import ParityError, verify_parity
+    from antgo.tracking.registry import set_version_alias, tag_version
+
+    tracker = _tracker(tracking)
+    with tracker.stage("verify") as run:
+        try:
+            report = verify_parity(config_path, onnx_path, checkpoint, work_dir=run_dir,
+                                   num_samples=num_samples, thresholds=thresholds)
+            passed = True
+        except ParityError as exc:
+            report, passed = dict(getattr(exc, "report", None) or {}), False
+            _log_parity(tracker, run, report, passed)
+            tag_version(tracker, model_name, model_version, {"parity": "failed"})
+            raise
+        report = dict(report or {})
+        _log_parity(tracker, run, report, passed)
+        tag_version(tracker, model_name, model_version, {"parity": "passed"})
+        if alias and model_name and model_version:
+            set_version_alias(tracker, model_name, model_version, alias)
+    return {"report": report, "passed": passed, "alias": alias if model_version else None}
+
+
+def parity_numbers(report: dict[str, Any]) -> dict[str, float]:
+    """Numeric leaves of the parity report (``outputs.heatmap.max_abs_diff``, ``metrics.max_diff``, ...)."""
+    from antgo.tracking.runs import flatten
+
+    skip = ("thresholds.", "batch_sizes", "shape", "metrics.torch.", "metrics.onnxruntime.")
+    numbers = {}
+    for key, value in flatten(report).items():
+        if any(key.startswith(s) or s in key for s in skip):
+            continue
+        if isinstance(value, bool) or _is_number(value):
+            numbers[key] = float(value)
+    return numbers
+
+
+def _log_parity(tracker: PipelineTracker, run: Any, report: dict[str, Any], passed: bool) -> None:
+    report.setdefault("passed", passed)
+    run.log_dict(report, "parity/parity.json")
+    numbers = {f"parity/{k}": v for k, v in parity_numbers(report).items()}
+    run.log_metrics(numbers)
+    tracker.log_metrics(tracker.parent_run_id, numbers)
+    verdict = "passed" if passed else "failed"
+    run.set_tags({"parity": verdict})
+    tracker.set_tags(tracker.parent_run_id, {"parity": verdict})
+    if not passed:
+        run.set_tags({"parity_failures": "; ".join(map(str, report.get("failures") or []))})
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

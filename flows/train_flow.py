@@ -1,0 +1,262 @@
+"""The ``antgo`` Prefect flow: parse config -> data -> train -> evaluate -> export ONNX -> verify parity.
+
+Script usage::
+
+    python flows/train_flow.py CONFIG [--cfg-options k=v ...] [--work-dir D] [--max-epochs N]
+    python flows/train_flow.py --serve            # serve deployment antgo/full-pipeline
+
+Each run writes into a new folder ``<work_dir>/<YYYYmmdd-HHMMSS>-<flow run name>/`` (``work_dir`` defaults to
+``work_dirs/<config stem>``), so re-running never mixes results; ``--resume FOLDER`` (or ``latest``)
+continues an existing folder from its ``latest.pth``. MLflow: one parent run per pipeline, one child run per
+stage, in ``<repo>/mlruns`` unless ``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` says otherwise.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Runnable as `python flows/train_flow.py` and as Prefect entrypoint `flows/train_flow.py:antgo`: both load
+# this file by path, so the repository root must be importable for `flows.*` and `antgo`.
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect is imported)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+from prefect import flow  # noqa: E402
+
+from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
+from antgo.tracking.store import resolve_tracking_uri, ui_command  # noqa: E402
+from flows import tasks  # noqa: E402
+from flows.report import publish_mlflow_link, publish_summary  # noqa: E402
+
+logger = logging.getLogger("antgo.flows")
+
+DEFAULT_CONFIG = "configs/demo/demo_seg.py"
+DEPLOYMENT_NAME = "full-pipeline"
+
+
+def resolve_config(config: str) -> Path:
+    """A config path as given (relative to the working directory), else relative to the repository."""
+    path = Path(config).expanduser()
+    if not path.is_absolute() and not path.exists() and (_ROOT / path).exists():
+        path = _ROOT / path
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {config} not found (looked in {Path.cwd()} and {_ROOT})")
+    return path.resolve()
+
+
+def make_run_dir(work_dir: str | None, config_path: Path, resume: str | None, run_name: str | None) -> Path:
+    """A new ``<work_dir>/<timestamp>-<run name>`` folder, or the existing folder named by ``resume``."""
+    base = Path(work_dir) if work_dir else Path("work_dirs") / config_path.stem
+    base = base.resolve()
+    if resume:
+        if resume == "latest":
+            runs = sorted((p for p in base.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+            if not runs:
+                raise FileNotFoundError(f"resume='latest': no run folder under {base}")
+            return runs[-1]
+        folder = Path(resume) if Path(resume).is_absolute() or Path(resume).exists() else base / resume
+        if not folder.is_dir():
+            raise FileNotFoundError(f"resume={resume!r}: {folder} is not an existing run folder")
+        return folder.resolve()
+    stem = time.strftime("%Y%m%d-%H%M%S") + (f"-{run_name}" if run_name else "")
+    for i in range(100):  # two runs in the same second without a flow-run name: add a suffix
+        candidate = base / (stem if i == 0 else f"{stem}-{i}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a new run folder under {base}")
+
+
+def _flow_run() -> tuple[str | None, str | None]:
+    from prefect.runtime import flow_run
+
+    return (str(flow_run.id) if flow_run.id else None), (flow_run.name or None)
+
+
+@flow(name="antgo", description="antgo pipeline: config -> data -> train -> test -> ONNX -> parity",
+      validate_parameters=True)
+def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, work_dir: str | None = None,
+          max_epochs: int | None = None, device: str | None = None, experiment: str | None = None,
+          tracking_uri: str | None = None, parity_thresholds: dict[str, float] | None = None,
+          parity_samples: int | None = None, num_vis: int = 4, alias: str = "champion",
+          resume: str | None = None, loader_context: str | None = "fork") -> dict[str, Any]:
+    """Run every stage of the pipeline; returns the summary (metrics, parity, paths, MLflow ids).
+
+    ``max_epochs`` None = the config's ``max_epochs``; ``parity_thresholds`` override the config's;
+    ``alias`` is set on the registered version only when parity passes; ``loader_context`` is the
+    DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker).
+    """
+    config_path = resolve_config(config)
+    flow_run_id, flow_run_name = _flow_run()
+    run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)
+    tracker = PipelineTracker.start(
+        experiment or config_path.stem, run_name=run_dir.name, tracking_uri=tracking_uri,
+        tags={"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
+              "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+    tracker.log_params(tracker.parent_run_id, {
+        "pipeline.config": str(config_path), "pipeline.cfg_options": cfg_options or [],
+        "pipeline.max_epochs": max_epochs, "pipeline.device": device, "pipeline.resume": resume,
+        "pipeline.parity_thresholds": parity_thresholds, "pipeline.num_vis": num_vis})
+    publish_mlflow_link(tracker.url(), tracker.parent_run_id)
+    summary: dict[str, Any] = {
+        "status": "Running", "config": str(config_path), "run_dir": str(run_dir),
+        "tracking_uri": tracker.ctx.tracking_uri, "experiment_id": tracker.ctx.experiment_id,
+        "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(), "flow_run_id": flow_run_id}
+    logger.info("pipeline run folder: %s", run_dir)
+    track = tracker.ctx.to_dict()
+    stage = "parse_config"
+    try:
+        parsed = tasks.parse_config(str(config_path), cfg_options, str(run_dir), track, loader_context)
+        cfg_path = parsed["config_path"]
+        summary["config_hash"] = parsed["config_hash"]
+        stage = "build_dataloaders"
+        summary["data"] = tasks.build_dataloaders(cfg_path, str(run_dir), track)
+        stage = "train"
+        trained = tasks.train(cfg_path, str(run_dir), track, max_epochs=max_epochs, device=device,
+                              resume=bool(resume))
+        summary.update(best_checkpoint=trained["checkpoint"], best_score=trained["best_score"],
+                       best_metric=trained["best_metric"], epochs=trained["epochs"], iters=trained["iters"])
+        stage = "evaluate"
+        evaluated = tasks.evaluate(cfg_path, str(run_dir), trained["checkpoint"], track, num_vis=num_vis,
+                                   device=device)
+        summary.update(test_metrics=evaluated["metrics"], plots=evaluated["plots"])
+        stage = "export"
+        exported = tasks.export(cfg_path, str(run_dir), trained["checkpoint"], track,
+                                parsed["registered_model_name"])
+        summary.update(onnx_path=exported["onnx_path"],
+                       model={k: exported.get(k) for k in ("name", "version", "model_uri")})
+        stage = "verify"
+        verified = tasks.verify(cfg_path, str(run_dir), exported["onnx_path"], trained["checkpoint"], track,
+                                model_name=exported.get("name"), model_version=exported.get("version"),
+                                alias=alias, thresholds=parity_thresholds, num_samples=parity_samples)
+        summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"])
+    except BaseException as exc:
+        summary.update(status="Failed", failed_stage=stage, error=error_text(exc))
+        report = getattr(exc, "report", None)
+        if stage == "verify" and isinstance(report, dict):
+            summary["parity"] = _parity_summary(report, False)
+        _finish(tracker, summary, exc)
+        try:
+            exc.antgo_summary = summary  # the CLI prints where things are even after a failure
+        except AttributeError:
+            pass
+        raise
+    summary["status"] = "Completed"
+    _finish(tracker, summary, None)
+    return summary
+
+
+def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
+    """Verdict, failures and the numeric checks of a parity report (small enough for the summary)."""
+    flat: dict[str, Any] = {"passed": bool((report or {}).get("passed", passed))}
+    if (report or {}).get("failures"):
+        flat["failures"] = "; ".join(map(str, report["failures"]))
+    flat.update(tasks.parity_numbers(report or {}))
+    return flat
+
+
+def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
+    """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
+    try:
+        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
+    except Exception:
+        logger.exception("could not write the run summary")
+    try:
+        tracker.end(tracker.parent_run_id, exc)
+    except Exception:
+        logger.exception("could not close the MLflow parent run")
+    publish_summary(summary)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The CLI's closing report: metrics, parity verdict, artifacts and how to browse them."""
+    lines = [f"antgo pipeline {summary.get('status')}: {summary.get('config')}"]
+    if summary.get("error"):
+        lines.append(f"  failed in stage {summary.get('failed_stage')}: {summary['error']}")
+    if summary.get("best_score") is not None:
+        lines.append(f"  best val {summary.get('best_metric')}: {summary['best_score']:.4f} "
+                     f"({summary.get('epochs')} epochs, {summary.get('iters')} iterations)")
+    for key, value in (summary.get("test_metrics") or {}).items():
+        lines.append(f"  test {key}: {value:.4f}")
+    parity = summary.get("parity")
+    if parity is not None:
+        numbers = ", ".join(f"{k}={v:.3g}" for k, v in parity.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool))
+        lines.append(f"  ONNX parity: {'PASSED' if parity.get('passed') else 'FAILED'} ({numbers})")
+    model = summary.get("model") or {}
+    if model.get("version"):
+        alias = summary.get("alias_set")
+        lines.append(f"  registered model: {model.get('name')} v{model['version']}"
+                     + (f" (alias @{alias})" if alias else " (no alias)"))
+    lines.append(f"  run folder: {summary.get('run_dir')}")
+    if summary.get("onnx_path"):
+        lines.append(f"  ONNX: {summary['onnx_path']}")
+    if summary.get("best_checkpoint"):
+        lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
+    uri = summary.get("tracking_uri") or resolve_tracking_uri()
+    lines.append(f"  MLflow run: {summary.get('mlflow_url')}")
+    lines.append(f"  browse: make ui   (or: {ui_command(uri)})")
+    return "\n".join(lines)
+
+
+def serve_deployment(name: str = DEPLOYMENT_NAME, **kwargs: Any) -> None:
+    """Serve deployment ``antgo/<name>``: poll the Prefect API and run triggered flows in subprocesses."""
+    antgo.serve(name=name, tags=["antgo"], description="antgo full pipeline (default: the demo config)",
+                **kwargs)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Run the antgo pipeline as a Prefect flow.")
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--work-dir", default=None, help="parent of the run folders (default work_dirs/<config stem>)")
+    p.add_argument("--max-epochs", type=int, default=None, help="default: the config's max_epochs")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: the config file stem)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
+    p.add_argument("--parity", nargs="+", default=None, metavar="NAME=VALUE", help="parity thresholds")
+    p.add_argument("--parity-samples", type=int, default=None)
+    p.add_argument("--num-vis", type=int, default=4, help="prediction overlays to log")
+    p.add_argument("--alias", default="champion", help="alias for a registered version that passes parity")
+    p.add_argument("--resume", default=None, help="existing run folder (or 'latest') to continue")
+    p.add_argument("--serve", action="store_true", help=f"serve deployment antgo/{DEPLOYMENT_NAME}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.serve:
+        serve_deployment()
+        return 0
+    thresholds = None
+    if args.parity:
+        thresholds = {k: float(v) for k, v in (item.split("=", 1) for item in args.parity)}
+    try:
+        summary = antgo(config=args.config, cfg_options=args.cfg_options, work_dir=args.work_dir,
+                        max_epochs=args.max_epochs, device=args.device, experiment=args.experiment,
+                        tracking_uri=args.tracking_uri, parity_thresholds=thresholds,
+                        parity_samples=args.parity_samples, num_vis=args.num_vis, alias=args.alias,
+                        resume=args.resume)
+    except Exception as exc:
+        summary = getattr(exc, "antgo_summary", None)
+        print(format_summary(summary) if summary else f"antgo pipeline Failed: {error_text(exc)}",
+              file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

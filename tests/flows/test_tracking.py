@@ -1,0 +1,116 @@
+"""antgo.tracking against a real SQLite MLflow store: runs, params, failure marking, batching hook, plots."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from antgo.tracking.runs import MAX_PARAM_VALUE, PipelineTracker, flatten
+from antgo.tracking.store import artifact_root_for, resolve_tracking_uri, sqlite_path, ui_command
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_import_antgo_does_not_import_prefect_or_mlflow():
+    code = ("import sys, antgo, antgo.engine, antgo.tracking, antgo.tracking.runs, antgo.tracking.store; "
+            "bad = [m for m in ('mlflow', 'prefect') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_default_store_is_absolute_sqlite_with_artifacts_beside(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = resolve_tracking_uri(root=tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert sqlite_path(uri) == tmp_path.resolve() / "mlruns" / "mlflow.db"
+    assert artifact_root_for(uri) == (tmp_path.resolve() / "mlruns" / "artifacts").as_uri()
+    assert (tmp_path / "mlruns" / ".gitignore").read_text() == "*\n"
+    assert f"--backend-store-uri {uri}" in ui_command(uri) and "--workers 1" in ui_command(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert resolve_tracking_uri(root=tmp_path) == "http://127.0.0.1:5999"
+
+
+def test_parent_and_child_runs_params_and_failure(mlflow_store):
+    tracker = PipelineTracker.start("tracking-unit", "pipe", tracking_uri=mlflow_store.uri,
+                                    tags={"prefect.flow_run_id": "abc"})
+    client = mlflow_store.client()
+    exp = client.get_experiment(tracker.ctx.experiment_id)
+    assert exp.artifact_location.startswith((mlflow_store.root / "artifacts").as_uri())
+
+    params = {f"p{i}": i for i in range(250)}  # more than one log_batch call (100 params each)
+    params["long"] = "x" * (MAX_PARAM_VALUE + 100)
+    params["k" * 300] = [1, 2]
+    with tracker.stage("parse_config") as run:
+        run.log_params(params)
+        run.log_metrics({"a": 1, "skip": "text"}, step=3)
+        run.log_dict({"hello": 1}, "data/h.json")
+    with pytest.raises(ValueError, match="boom"):
+        with tracker.stage("train"):
+            raise ValueError("boom")
+    tracker.end(tracker.parent_run_id, RuntimeError("stage train failed"))
+
+    runs = {r.info.run_name: r for r in client.search_runs([tracker.ctx.experiment_id])}
+    ok, bad, parent = runs["parse_config"], runs["train"], runs["pipe"]
+    assert ok.info.status == "FINISHED" and ok.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert len(ok.data.params) == 252 and len(ok.data.params["long"]) == MAX_PARAM_VALUE
+    assert ok.data.params["k" * 250] == "[1, 2]"
+    assert ok.data.metrics == {"a": 1.0}
+    assert client.get_metric_history(ok.info.run_id, "a")[0].step == 3
+    assert [a.path for a in client.list_artifacts(ok.info.run_id, "data")] == ["data/h.json"]
+    assert bad.info.status == "FAILED" and bad.data.tags["error"] == "ValueError: boom"
+    assert parent.info.status == "FAILED" and "stage train failed" in parent.data.tags["error"]
+    assert parent.data.tags["prefect.flow_run_id"] == "abc"
+
+
+def test_flatten_nested_dicts():
+    assert flatten({"a": {"b": 1, "c": {"d": [1]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1], "e": {}}
+
+
+def test_rank_nonzero_logs_nothing(mlflow_store, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    tracker = PipelineTracker.start("tracking-rank", "pipe", tracking_uri=mlflow_store.uri)
+    assert not tracker.enabled and tracker.parent_run_id is None
+    with tracker.stage("train") as run:
+        run.log_metrics({"a": 1})
+    assert mlflow_store.client().get_experiment_by_name("tracking-rank") is None
+
+
+def test_logger_hook_batches_and_flushes(mlflow_store):
+    from antgo.tracking.hooks import MlflowLoggerHook
+
+    tracker = PipelineTracker.start("tracking-hook", "pipe", tracking_uri=mlflow_store.uri)
+    run_id = tracker.start_child("train")
+    hook = MlflowLoggerHook(tracker, run_id, flush_every=10)
+    trainer = types.SimpleNamespace(rank=0, iter=0, epoch=0, log_vars={})
+    for it in range(1, 26):
+        trainer.iter = it
+        trainer.log_vars = {"loss": 1.0 / it, "lr": 0.1, "loss_ce": 0.5, "note": "x"}
+        hook.after_iter(trainer)
+    assert hook.flushes == 2  # 25 iterations, flush every 10
+    hook.after_val(trainer, {"miou": 0.5})
+    hook.after_epoch(trainer)
+    hook.after_run(trainer)
+    client = mlflow_store.client()
+    loss = client.get_metric_history(run_id, "loss")
+    assert [m.step for m in loss] == list(range(1, 26))
+    assert client.get_metric_history(run_id, "val/miou")[0].step == 25
+    assert len(client.get_metric_history(run_id, "lr")) == 25
+    assert hook.flushes == 4  # after_val and after_epoch flushed; after_run had nothing left
+
+
+def test_histogram_and_confusion_plot(tmp_path):
+    from antgo.tracking.plots import class_pixel_histogram, plot_confusion_matrix
+
+    masks = [np.array([[0, 1], [255, 1]], np.uint8), np.array([[2, 2], [2, 0]], np.uint8)]
+    dataset = types.SimpleNamespace(size=2, sample=lambda i: {"segments": masks[i]})
+    hist = class_pixel_histogram(dataset, num_classes=4)
+    assert hist["counts"] == [2, 2, 3, 0] and hist["void_pixels"] == 1
+    assert abs(sum(hist["fractions"]) - 1.0) < 1e-6
+    png = plot_confusion_matrix(np.array([[5, 1], [2, 8]]), tmp_path / "cm.png", ["bg", "fg"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    json.dumps(hist)
