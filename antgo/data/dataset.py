@@ -32,4 +32,8 @@ class Dataset:
         return int(self.size)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(train_or_test={self.train_or_test!r}, dir={self.dir!r}, size={self.size})"
+        try:
+            size: object = self.size
+        except Exception:  # repr must work on half-built or abstract datasets (e.g. in error messages)
+            size = "?"
+        return f"{type(self).__name__}(train_or_test={self.train_or_test!r}, dir={self.dir!r}, size={size})"

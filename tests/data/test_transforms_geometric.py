@@ -167,11 +167,11 @@ def test_random_scale_crop_pads_with_255_only_outside_image():
 def test_random_scale_crop_cat_max_ratio():
     np.random.seed(0)
     seg = np.zeros((64, 64), np.uint8)
-    seg[:, 48:] = 1
+    seg[:, 56:] = 1
     t = RandomScaleCrop(crop_size=(16, 16), scale_range=(1.0, 1.0), cat_max_ratio=0.9)
     hits = sum(len(np.unique(t({"image": np.zeros((64, 64, 3), np.uint8), "segments": seg.copy()})["segments"])) > 1
                for _ in range(30))
-    assert hits >= 10  # without the retry only ~1 in 4 windows crosses the boundary
+    assert hits >= 15  # without the retry only ~1 window in 7 crosses the boundary
 
 
 def test_built_from_config_with_keys():
