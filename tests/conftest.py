@@ -62,6 +62,13 @@ def make_tiny_seg_cfg(voc_dir: Path, size: int = 32, batch: int = 4, max_epochs:
     )
 
 
+@pytest.fixture(scope="session")
+def seg_cfg_factory(mini_voc: Path) -> Any:
+    """``factory(size=32, batch=4, max_epochs=2)`` → a fresh tiny config on ``mini_voc`` (usable from
+    module-scoped fixtures)."""
+    return lambda **kw: copy.deepcopy(make_tiny_seg_cfg(mini_voc, **kw))
+
+
 @pytest.fixture
 def tiny_seg_cfg(mini_voc: Path) -> dict[str, Any]:
     """A fresh tiny segmentation config dict (tests may modify it)."""
