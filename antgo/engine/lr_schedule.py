@@ -202,6 +202,10 @@ def _policy_args(policy: str, cfg: dict[str, Any]) -> dict[str, Any]:
         if key not in args:
             raise LrConfigError(f"lr_config.{key} is required by policy '{policy}'")
     _check_min_lr(args)
+    step = args.get("step")
+    if policy == "Step" and not (isinstance(step, int) and step > 0 or isinstance(step, (list, tuple))
+                                 and all(isinstance(m, int) for m in step)):
+        raise LrConfigError(f"lr_config.step must be a positive int or a list of int milestones, got {step!r}")
     if policy == "OneCycle" and args.get("anneal_strategy", "cos") not in ("cos", "linear"):
         raise LrConfigError("lr_config.anneal_strategy must be 'cos' or 'linear'")
     return {**optional, **args}

@@ -172,6 +172,7 @@ def test_one_cycle_rejects_by_epoch():
     (dict(policy="Step", step=2, power=0.9), "lr_config.power"),
     (dict(policy="Cosine"), "lr_config.policy"),
     (dict(policy="Step"), "lr_config.step"),
+    (dict(policy="Step", step=2.5), "lr_config.step"),
     (dict(policy="Fixed", warmup="cosine", warmup_iters=3), "lr_config.warmup"),
     (dict(policy="Fixed", warmup="linear"), "lr_config.warmup_iters"),
     (dict(policy="Fixed", warmup="linear", warmup_iters=5, warmup_ratio=0), "lr_config.warmup_ratio"),
