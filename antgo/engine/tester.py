@@ -47,6 +47,8 @@ class Tester:
     ``tester.results`` the merged values and ``tester.vis_files`` the written PNGs.
     """
 
+    __test__ = False  # not a pytest test class despite the name
+
     def __init__(self, cfg: Any, work_dir: str = "./output", device: str | None = None,
                  gpu_id: int | None = None) -> None:
         from antgo.engine.device import resolve_device
