@@ -40,13 +40,29 @@ def remove_handler(handler: logging.Handler | None) -> None:
         log.setLevel(prev)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced, e.g. by test capture)."""
+
+    _antgo_console = True
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def setup_console_logging(level: int = logging.INFO) -> None:
     """INFO to stderr for command-line use (idempotent; keeps handlers others installed)."""
     root = logging.getLogger()
     if not any(getattr(h, "_antgo_console", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
-        handler._antgo_console = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger(LOGGER_NAME).setLevel(level)

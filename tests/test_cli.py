@@ -1,0 +1,107 @@
+"""``python -m antgo train|test|export|verify``: outputs, exit codes, error messages."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from antgo.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cfg_file(tiny_seg_cfg: dict, tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_seg.py"
+    path.write_text("\n".join(f"{k} = {v!r}" for k, v in tiny_seg_cfg.items()) + "\n")
+    return path
+
+
+def test_train_test_export_verify(cfg_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    work = tmp_path / "work"
+    assert main(["train", str(cfg_file), "--work-dir", str(work), "--device", "cpu", "--max-epochs", "2",
+                 "--cfg-options", "optimizer.lr=0.02"]) == 0
+    assert (work / "best.pth").is_file() and (work / "latest.pth").is_file() and (work / "config.py").is_file()
+    assert "lr=0.02" in (work / "config.py").read_text().replace(" ", "")
+    # test picks WORK_DIR/best.pth when no checkpoint is given
+    assert main(["test", str(cfg_file), "--work-dir", str(work), "--device", "cpu", "--num-vis", "2"]) == 0
+    metrics = json.loads((work / "eval_results.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and len(list((work / "vis").glob("*.png"))) == 2
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(cfg_file), "--work-dir", str(work), "--checkpoint", str(work / "best.pth"),
+                 "--onnx", str(onnx_path)]) == 0
+    assert onnx_path.is_file()
+    assert main(["verify", str(cfg_file), "--work-dir", str(work), "--onnx", str(onnx_path),
+                 "--checkpoint", str(work / "best.pth")]) == 0
+    assert (work / "parity.json").is_file()
+
+
+def test_resume_through_the_cli(cfg_file: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    assert main(["train", str(cfg_file), "--work-dir", str(work), "--device", "cpu", "--max-epochs", "1",
+                 "--no-validate"]) == 0
+    assert main(["train", str(cfg_file), "--work-dir", str(work), "--device", "cpu", "--max-epochs", "2",
+                 "--no-validate", "--resume-from", str(work / "epoch_1.pth")]) == 0
+    assert (work / "epoch_2.pth").is_file() and not (work / "best.pth").exists()
+
+
+def test_a_failing_run_exits_1_with_the_message(cfg_file: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    code = main(["train", str(cfg_file), "--work-dir", str(tmp_path / "w"), "--device", "cpu",
+                 "--cfg-options", "model.type=NoSuchModel"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "error: RegistryError: MODELS has no type 'NoSuchModel'" in err
+
+
+def test_missing_checkpoint_is_explained(cfg_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["test", str(cfg_file), "--work-dir", str(tmp_path / "empty"), "--device", "cpu"]) == 1
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), ANTGO_PROGRESS="0")
+    return subprocess.run([sys.executable, "-m", "antgo", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_python_m_antgo_exit_codes(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["model"]["backbone"]["type"] = "ExplodesInForward"
+    plugin = tmp_path / "exploding_plugin.py"
+    plugin.write_text(
+        "import torch\n"
+        "from antgo.registry import MODELS\n"
+        "@MODELS.register_module()\n"
+        "class ExplodesInForward(torch.nn.Module):\n"
+        "    def __init__(self, **kw):\n"
+        "        super().__init__(); self.conv = torch.nn.Conv2d(3, 16, 1)\n"
+        "    def forward(self, x):\n"
+        "        raise RuntimeError('forward exploded')\n")
+    tiny_seg_cfg["custom_imports"] = dict(imports=["exploding_plugin"])
+    cfg = tmp_path / "bad.py"
+    cfg.write_text("\n".join(f"{k} = {v!r}" for k, v in tiny_seg_cfg.items()) + "\n")
+    env_path = f"{tmp_path}{os.pathsep}{REPO}"
+    proc = subprocess.run([sys.executable, "-m", "antgo", "train", str(cfg), "--work-dir", str(tmp_path / "w"),
+                           "--device", "cpu", "--max-epochs", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=env_path, ANTGO_PROGRESS="0"), timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "forward exploded" in proc.stderr
+    usage = run_module("train", cwd=tmp_path)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+    missing = run_module("train", str(tmp_path / "nope.py"), cwd=tmp_path)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_parser_lists_the_commands() -> None:
+    from antgo.cli import build_parser
+
+    help_text = build_parser().format_help()
+    for command in ("train", "test", "export", "verify"):
+        assert command in help_text
+    args: Any = build_parser().parse_args(["verify", "c.py", "--onnx", "m.onnx", "--checkpoint", "b.pth"])
+    assert args.onnx == "m.onnx" and args.work_dir == "./output"
