@@ -234,3 +234,36 @@ def write_tiny_config(folder: Path, model_name: str = "tiny-seg", size: int = 32
 def make_tiny_config():
     """``write_tiny_config`` as a fixture (test modules cannot import conftest under --import-mode=importlib)."""
     return write_tiny_config
+
+
+class Processes:
+    """Starts subprocesses for a test module and stops every one of them (process groups) at teardown."""
+
+    wait_http = staticmethod(wait_http)
+    free_port = staticmethod(free_port)
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], log: Path, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        proc = start_process(cmd, log, env=env, cwd=cwd)
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+        stop_process(proc, timeout)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[Processes]:
+    manager = Processes()
+    try:
+        yield manager
+    finally:
+        manager.stop_all()

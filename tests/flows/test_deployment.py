@@ -1,0 +1,127 @@
+"""Deployment antgo/full-pipeline through the real CLI: `--serve` and the prefect.yaml + process-worker path."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).parent / "prefect")
+WATCH_TIMEOUT = 300
+
+
+def wait_deployment(api_url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> dict[str, Any]:
+    """Poll the API until the deployment exists (bounded; fails early if the serving process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/deployments/name/antgo/full-pipeline", timeout=5) as resp:
+                return json.load(resp)
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise TimeoutError(f"deployment antgo/full-pipeline not registered in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def run_deployment(env: dict[str, str], *params: str) -> subprocess.CompletedProcess:
+    cmd = [PREFECT, "deployment", "run", "antgo/full-pipeline", "--watch", "--watch-timeout", str(WATCH_TIMEOUT)]
+    for p in params:
+        cmd += ["--param", p]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WATCH_TIMEOUT + 60)
+
+
+@pytest.fixture(scope="module")
+def setup(prefect_server, mlflow_store, tmp_path_factory, make_tiny_config) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("deploy")
+    config = make_tiny_config(folder / "cfg", model_name="tiny-deploy")
+    broken = folder / "cfg" / "broken.py"
+    broken.write_text("model = dict(type='EncoderDecoder'\n")  # syntax error: the parse stage must fail
+    return {"folder": folder, "config": config, "broken": broken,
+            "env": prefect_server.env(MLFLOW_TRACKING_URI=mlflow_store.uri)}
+
+
+@pytest.fixture(scope="module")
+def served(setup, prefect_server, processes) -> dict[str, Any]:
+    """`python flows/train_flow.py --serve` running from a scratch folder (relative outputs land there)."""
+    log = setup["folder"] / "serve.log"
+    proc = processes.start([sys.executable, str(REPO / "flows" / "train_flow.py"), "--serve"], log,
+                           env=setup["env"], cwd=setup["folder"])
+    deployment = wait_deployment(prefect_server.api_url, proc, log)
+    return {"proc": proc, "log": log, "deployment": deployment}
+
+
+def _runs(mlflow_store, experiment: str) -> list[Any]:
+    client = mlflow_store.client()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string="tags.`antgo.pipeline` = 'true'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def test_deployment_run_completes(setup, served, mlflow_store):
+    assert served["deployment"]["parameter_openapi_schema"]["properties"]["max_epochs"]
+    result = run_deployment(
+        setup["env"], f"config={setup['config']}", f"work_dir={setup['folder'] / 'wd'}", "experiment=deploy",
+        'cfg_options=["data.train_dataloader.workers_per_gpu=1"]', "num_vis=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output + served["log"].read_text()[-4000:]
+    assert "Completed" in output
+    runs = _runs(mlflow_store, "deploy")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    parent = runs[0]
+    assert parent.data.tags["prefect.flow_run_id"]
+    run_dir = Path(parent.data.tags["antgo.run_dir"])
+    # flow runs started by serve() are spawned: the loader workers must fork (set by the flow)
+    assert "multiprocessing_context='fork'" in (run_dir / "config.py").read_text()
+    client = mlflow_store.client()
+    assert client.get_model_version_by_alias("tiny-deploy", "champion")
+
+
+def test_deployment_run_with_broken_config_fails(setup, served, mlflow_store):
+    result = run_deployment(setup["env"], f"config={setup['broken']}", f"work_dir={setup['folder'] / 'wd'}",
+                            "experiment=deploy")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Failed" in output
+    runs = _runs(mlflow_store, "deploy")
+    assert len(runs) == 2
+    failed = runs[-1]
+    assert failed.info.status == "FAILED" and failed.data.tags["error"]
+    children = mlflow_store.client().search_runs(
+        [failed.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{failed.info.run_id}'")
+    assert [(c.info.run_name, c.info.status) for c in children] == [("parse_config", "FAILED")]
+
+
+def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(setup, served, prefect_server, processes,
+                                                                   mlflow_store):
+    processes.stop(served["proc"])  # the yaml deployment replaces the served one (same name)
+    env = setup["env"]
+    subprocess.run([PREFECT, "work-pool", "create", "antgo-process", "--type", "process", "--overwrite"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    deploy = subprocess.run([PREFECT, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
+                             "--name", "full-pipeline"], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=180)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    with urllib.request.urlopen(f"{prefect_server.api_url}/deployments/name/antgo/full-pipeline") as resp:
+        deployment = json.load(resp)
+    assert deployment["work_pool_name"] == "antgo-process"
+    assert deployment["entrypoint"] == "flows/train_flow.py:antgo"
+    assert deployment["parameters"]["config"] == "configs/demo/demo_seg.py"
+    log = setup["folder"] / "worker.log"
+    processes.start([PREFECT, "worker", "start", "--pool", "antgo-process"], log, env=env, cwd=setup["folder"])
+    result = run_deployment(env, f"config={setup['config']}", f"work_dir={setup['folder'] / 'wd-worker'}",
+                            "experiment=deploy-worker", "num_vis=0")
+    assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-4000:]
+    runs = _runs(mlflow_store, "deploy-worker")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
