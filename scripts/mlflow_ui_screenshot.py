@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_health(url, proc)
-        page = f"{url}/#/experiments/{experiment_id(url, args.experiment)}"
+        page = f"{url}/#/experiments/{experiment_id(url, args.experiment)}/runs"
         screenshot(page, Path(args.out), Path(args.dom) if args.dom else None)
         print(Path(args.out).resolve())
     finally:

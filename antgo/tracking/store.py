@@ -78,18 +78,24 @@ def artifact_root_for(uri: str) -> str | None:
     return root.as_uri()
 
 
+# MLflow 3's UI opens experiments on a GenAI (traces) overview unless they are marked as model training.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created with an absolute artifact location when the store is local."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND_TAG[0] not in (exp.tags or {}):
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND_TAG)
         return exp.experiment_id
     location = artifact_root_for(tracking_uri)
     if location is not None:
         location = f"{location}/{_safe_name(name)}"
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG]))
     except Exception:  # another process created it between the lookup and the create
         exp = client.get_experiment_by_name(name)
         if exp is None:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
 STAGES = ["parse_config", "build_dataloaders", "train", "evaluate", "export", "verify"]
 
 
@@ -36,6 +40,16 @@ def _prefect_flow_run(flow_run_id: str) -> tuple[Any, list[Any]]:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return flow_run, artifacts
+
+
+def _prefect_logs(flow_run_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # logs are shipped in the background
+    with get_client(sync_client=True) as client:
+        return client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +125,8 @@ def test_prefect_run_completed_with_artifacts(completed):
     assert {"pipeline-summary", "mlflow-run", "training-progress"} <= set(by_key)
     assert completed["mlflow_run_id"] in by_key["pipeline-summary"].data
     assert by_key["training-progress"].data == pytest.approx(100.0)
+    loggers = {log.name for log in _prefect_logs(completed["flow_run_id"])}
+    assert "antgo.engine.trainer" in loggers  # library logs reach the Prefect UI
 
 
 def test_mlflow_rest_api_sees_the_pipeline(completed, mlflow_server):
@@ -201,3 +217,15 @@ def test_rerun_writes_a_new_run_folder_and_resume_reuses_one(completed, tmp_path
     assert make_run_dir(str(tmp_path), cfg, first.name, None) == first
     with pytest.raises(FileNotFoundError):
         make_run_dir(str(tmp_path), cfg, "no-such-run", None)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the Debian chromium package")
+def test_mlflow_ui_lists_the_pipeline_run(completed, mlflow_server, tmp_path):
+    """The experiment page, rendered by headless Chromium, shows the pipeline's parent run."""
+    out, dom = tmp_path / "mlflow_ui.png", tmp_path / "mlflow_ui.html"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "mlflow_ui_screenshot.py"), "--url", mlflow_server,
+                    "--experiment", "e2e", "--out", str(out), "--dom", str(dom)], check=True, timeout=300)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_name = Path(completed["run_dir"]).name
+    assert run_name in dom.read_text()
+    assert "Training runs" in dom.read_text()
