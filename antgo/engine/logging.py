@@ -13,8 +13,9 @@ DATEFMT = "%Y-%m-%d %H:%M:%S"
 def add_file_handler(path: str, level: int = logging.INFO) -> logging.Handler:
     """Send the ``antgo`` logger's records at ``level`` and above to ``path`` (appending); return the handler.
 
-    The logger's own level is lowered to ``level`` if needed so the file gets INFO records even when
-    nobody configured logging; the caller removes the handler with :func:`remove_handler`.
+    When nobody set a level on the ``antgo`` logger it is lowered to ``level`` for the run, so the file gets
+    INFO records even where logging was never configured (a level set explicitly is respected). The caller
+    removes the handler with :func:`remove_handler`.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
@@ -22,8 +23,8 @@ def add_file_handler(path: str, level: int = logging.INFO) -> logging.Handler:
     handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
     log = logging.getLogger(LOGGER_NAME)
     handler._antgo_prev_level = log.level  # type: ignore[attr-defined]
-    if log.getEffectiveLevel() > level:
-        log.setLevel(level)
+    if log.level == logging.NOTSET and log.getEffectiveLevel() > level:
+        log.setLevel(level)  # nobody chose a level for 'antgo': let INFO reach the file
     log.addHandler(handler)
     return handler
 

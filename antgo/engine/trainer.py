@@ -317,8 +317,9 @@ class Trainer:
                     self._run_epoch()
             finally:
                 self.call_hook("after_run")
-            logger.info("Done: best %s=%s (epoch %s) %s; latest %s", self.best_metric, self.best_score,
-                        self.best_epoch, self.best_checkpoint, self.latest_checkpoint)
+            best = (f"best {self.best_metric}={self.best_score:.4f} (epoch {self.best_epoch}) {self.best_checkpoint}"
+                    if self.best_score is not None else "no best checkpoint (no validation)")
+            logger.info("Done after %d iterations: %s; latest %s", self.iter, best, self.latest_checkpoint)
             return self.result()
         finally:
             remove_handler(log_handler)

@@ -391,3 +391,22 @@ def test_seed_pascal_config_trains_one_short_epoch(mini_voc: Path, tmp_path: Pat
     assert (out / "epoch_1.pth").is_file() and (out / "latest.pth").is_file() and (out / "best.json").is_file()
     assert result["iters"] == 3 and result["best_metric"] == "miou"
     assert trainer.scheduler.warmup_len == 2000  # warmup_iters counts iterations, as the document says
+
+
+def test_amp_on_cpu_warns_and_channels_last_trains(tiny_seg_cfg: dict, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    tiny_seg_cfg.update(amp=True, channels_last=True)
+    with caplog.at_level(logging.WARNING, logger="antgo"):
+        trainer, result = train(tiny_seg_cfg, tmp_path, max_epochs=1)
+    assert "amp=True needs CUDA" in caplog.text and trainer.amp is False
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert result["best_score"] is not None
+
+
+def test_rank_other_than_zero_writes_nothing(tiny_seg_cfg: dict, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    trainer, result = train(tiny_seg_cfg, tmp_path / "w", max_epochs=1)
+    assert trainer.rank == 1 and not (tmp_path / "w").exists()
+    assert result["best_score"] is not None and result["best_checkpoint"] is None

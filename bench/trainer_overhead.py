@@ -1,0 +1,125 @@
+"""Trainer overhead: iterations/s of ``Trainer.start_train`` versus a bare PyTorch loop.
+
+Same model, batch, in-memory data (the same DataLoader construction), optimizer and seed, in one process,
+interleaved rounds (bare, trainer, bare, trainer, ...). Prints each round and the median ratio
+trainer / bare (goal >= 0.97). A benchmark, not a test::
+
+    .venv/bin/python bench/trainer_overhead.py [--rounds 3] [--iters 60] [--size 64] [--batch 8] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import antgo.models  # noqa: F401  (registers the models)
+from antgo.data.builder import build_dataloader, build_dataset
+from antgo.data.dataset import Dataset
+from antgo.engine import Trainer
+from antgo.engine.device import resolve_device
+from antgo.engine.evaluation import move_to_device
+from antgo.engine.optim import build_optimizer
+from antgo.engine.trainer import parse_losses, seed_everything
+from antgo.models import build_model
+from antgo.registry import DATASETS
+
+logger = logging.getLogger("bench.trainer_overhead")
+
+
+@DATASETS.register_module()
+class InMemorySegData(Dataset):
+    """Random images and masks generated once and held in memory (no decoding, no augmentation)."""
+
+    def __init__(self, train_or_test: str = "train", dir: str | None = None, ext_params: dict | None = None,
+                 num: int = 64, size: int = 64, classes: int = 4) -> None:
+        super().__init__(train_or_test, dir, ext_params)
+        rng = np.random.default_rng(0)
+        self.images = rng.standard_normal((num, 3, size, size)).astype(np.float32)
+        self.masks = rng.integers(0, classes, size=(num, 1, size, size)).astype(np.uint8)
+
+    @property
+    def size(self) -> int:
+        return len(self.images)
+
+    def sample(self, id: int) -> dict[str, Any]:
+        return {"image": self.images[id], "segments": self.masks[id]}
+
+
+def make_cfg(args: argparse.Namespace) -> dict[str, Any]:
+    num = args.iters * args.batch
+    return dict(
+        seed=0,
+        model=dict(type="EncoderDecoder", backbone=dict(type="SimpleConvNet", in_channels=3, channels=(16, 32, 64)),
+                   decode_head=dict(type="SimpleHead", in_channels=64, channels=32, out_channels=4)),
+        optimizer=dict(type="SGD", lr=0.01, momentum=0.9),
+        lr_config=dict(policy="CosineAnnealing", min_lr=0.0),
+        log_config=dict(interval=50),
+        checkpoint_config=dict(interval=0, save_last=False),  # no checkpoint writes inside the timed loop
+        data=dict(train=dict(type="InMemorySegData", num=num, size=args.size),
+                  train_dataloader=dict(samples_per_gpu=args.batch, workers_per_gpu=0, shuffle=True)),
+    )
+
+
+def bare_loop(cfg: dict[str, Any], device: torch.device, epochs: int) -> tuple[int, float]:
+    """The loop a user would write by hand; returns (iterations, seconds)."""
+    seed_everything(0)
+    model = build_model(cfg["model"]).to(device)
+    optimizer = build_optimizer(model, cfg["optimizer"])
+    loader = build_dataloader(build_dataset(cfg["data"]["train"], "data.train"), **cfg["data"]["train_dataloader"])
+    model.train()
+    iters, start = 0, time.perf_counter()
+    for _ in range(epochs):
+        for batch in loader:
+            batch = move_to_device(batch, device)
+            loss, _ = parse_losses(model.forward_train(**batch))  # also reads the loss as a float, as logging does
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iters += 1
+    return iters, time.perf_counter() - start
+
+
+def trainer_loop(cfg: dict[str, Any], device: torch.device, epochs: int) -> tuple[int, float]:
+    with tempfile.TemporaryDirectory() as work_dir:
+        trainer = Trainer(cfg, work_dir=work_dir, device=str(device))
+        trainer.config_dataloader(with_validate=False)
+        trainer.config_model()
+        start = time.perf_counter()
+        result = trainer.start_train(max_epochs=epochs)
+        return result["iters"], time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=60, help="iterations per epoch")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("antgo").setLevel(logging.WARNING)  # keep the output to the benchmark lines
+    device = resolve_device(args.device)
+    cfg = make_cfg(args)
+    bare_loop(cfg, device, 1)  # warm-up: allocator, kernels, lazy imports
+    bare_rates, trainer_rates = [], []
+    for r in range(args.rounds):
+        for name, fn, rates in (("bare", bare_loop, bare_rates), ("trainer", trainer_loop, trainer_rates)):
+            iters, seconds = fn(cfg, device, args.epochs)
+            rates.append(iters / seconds)
+            logger.info("round %d %-7s %4d iters in %6.2f s: %7.2f it/s", r + 1, name, iters, seconds, rates[-1])
+    ratio = statistics.median(t / b for t, b in zip(trainer_rates, bare_rates))
+    logger.info("device %s, batch %d, %dx%d: bare %.2f it/s, trainer %.2f it/s (medians); trainer/bare = %.3f "
+                "(goal >= 0.97)", device, args.batch, args.size, args.size, statistics.median(bare_rates),
+                statistics.median(trainer_rates), ratio)
+
+
+if __name__ == "__main__":
+    main()
