@@ -153,8 +153,9 @@ def _class_names(dataset: Any, n: int) -> list[str]:
 
 
 def _resume_checkpoint(run_dir: str) -> str | None:
-    latest = Path(run_dir) / "latest.pth"
-    return str(latest) if latest.is_file() else None
+    """``latest.pth`` of a run folder (directly inside, or in ``checkpoint_config.out_dir`` below it)."""
+    found = sorted(Path(run_dir).rglob("latest.pth"), key=lambda p: (len(p.parts), str(p)))
+    return str(found[0]) if found else None
 
 
 @task(name="train", cache_policy=NO_CACHE)

@@ -12,8 +12,13 @@ stage, in ``<repo>/mlruns`` unless ``MLFLOW_TRACKING_URI`` or ``--tracking-uri``
 """
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 # Runnable as `python flows/train_flow.py` and as Prefect entrypoint `flows/train_flow.py:antgo`: both load
 # this file by path, so the repository root must be importable for `flows.*` and `antgo`.
@@ -22,13 +27,6 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect is imported)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
 
 from prefect import flow  # noqa: E402
 
@@ -192,9 +190,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  test {key}: {value:.4f}")
     parity = summary.get("parity")
     if parity is not None:
+        shown = ("max_abs_diff", "mean_abs_diff", "argmax_agreement", "max_diff", "num_samples")
         numbers = ", ".join(f"{k}={v:.3g}" for k, v in parity.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool))
+                            if k.endswith(shown) and isinstance(v, (int, float)) and not isinstance(v, bool))
         lines.append(f"  ONNX parity: {'PASSED' if parity.get('passed') else 'FAILED'} ({numbers})")
+        if parity.get("failures"):
+            lines.append(f"    failures: {parity['failures']}")
     model = summary.get("model") or {}
     if model.get("version"):
         alias = summary.get("alias_set")

@@ -47,7 +47,9 @@ def setup(prefect_server, mlflow_store, tmp_path_factory, make_tiny_config) -> d
     broken = folder / "cfg" / "broken.py"
     broken.write_text("model = dict(type='EncoderDecoder'\n")  # syntax error: the parse stage must fail
     return {"folder": folder, "config": config, "broken": broken,
-            "env": prefect_server.env(MLFLOW_TRACKING_URI=mlflow_store.uri)}
+            # poll every 2 s instead of 10 (serve runner and worker): shorter trigger-to-start latency
+            "env": prefect_server.env(MLFLOW_TRACKING_URI=mlflow_store.uri, PREFECT_RUNNER_POLL_FREQUENCY="2",
+                                      PREFECT_WORKER_QUERY_SECONDS="2")}
 
 
 @pytest.fixture(scope="module")

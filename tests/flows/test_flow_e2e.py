@@ -229,3 +229,17 @@ def test_mlflow_ui_lists_the_pipeline_run(completed, mlflow_server, tmp_path):
     run_name = Path(completed["run_dir"]).name
     assert run_name in dom.read_text()
     assert "Training runs" in dom.read_text()
+
+
+def test_resume_continues_an_existing_run_folder(completed, prefect_api, mlflow_store):
+    """--resume FOLDER: same folder, training continues from its latest.pth (epoch 2 = iterations 3-4)."""
+    from flows.train_flow import antgo
+
+    run_dir = Path(completed["run_dir"])
+    summary = antgo(config=completed["config"], work_dir=str(run_dir.parent), resume=run_dir.name, max_epochs=2,
+                    experiment="e2e", tracking_uri=mlflow_store.uri, num_vis=0, device="cpu")
+    assert summary["status"] == "Completed" and summary["run_dir"] == str(run_dir)
+    assert summary["mlflow_run_id"] != completed["mlflow_run_id"]  # a new parent run in MLflow
+    client = mlflow_store.client()
+    train = _children(client, client.get_run(summary["mlflow_run_id"]))["train"]
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "loss")] == [3, 4]
