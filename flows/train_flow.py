@@ -31,7 +31,7 @@ import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect
 from prefect import flow  # noqa: E402
 
 from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
-from antgo.tracking.store import resolve_tracking_uri, ui_command  # noqa: E402
+from antgo.tracking.store import default_store_dir, resolve_tracking_uri, sqlite_uri, ui_command  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.report import publish_mlflow_link, publish_summary  # noqa: E402
 
@@ -82,8 +82,22 @@ def _flow_run() -> tuple[str | None, str | None]:
     return (str(flow_run.id) if flow_run.id else None), (flow_run.name or None)
 
 
+def _close_mlflow_runs(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_crashed/on_cancellation: the flow body never reached its own handler; close its MLflow runs."""
+    from antgo.tracking.runs import close_runs_of_flow_run
+
+    try:
+        uri = resolve_tracking_uri((flow_run.parameters or {}).get("tracking_uri"))
+        closed = close_runs_of_flow_run(uri, str(flow_run.id), reason=f"Prefect state {state.name}: "
+                                                                       f"{state.message or ''}".strip())
+        if closed:
+            logger.warning("marked %d MLflow run(s) KILLED after %s", len(closed), state.name)
+    except Exception:
+        logger.exception("could not close the MLflow runs of flow run %s", flow_run.id)
+
+
 @flow(name="antgo", description="antgo pipeline: config -> data -> train -> test -> ONNX -> parity",
-      validate_parameters=True)
+      validate_parameters=True, on_crashed=[_close_mlflow_runs], on_cancellation=[_close_mlflow_runs])
 def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, work_dir: str | None = None,
           max_epochs: int | None = None, device: str | None = None, experiment: str | None = None,
           tracking_uri: str | None = None, parity_thresholds: dict[str, float] | None = None,
@@ -160,7 +174,9 @@ def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
     flat: dict[str, Any] = {"passed": bool((report or {}).get("passed", passed))}
     if (report or {}).get("failures"):
         flat["failures"] = "; ".join(map(str, report["failures"]))
-    flat.update(tasks.parity_numbers(report or {}))
+    numbers = tasks.parity_numbers(report or {})
+    numbers.pop("passed", None)  # keep the verdict a bool
+    flat.update(numbers)
     return flat
 
 
@@ -208,7 +224,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
     uri = summary.get("tracking_uri") or resolve_tracking_uri()
     lines.append(f"  MLflow run: {summary.get('mlflow_url')}")
-    lines.append(f"  browse: make ui   (or: {ui_command(uri)})")
+    if uri == sqlite_uri(default_store_dir() / "mlflow.db"):
+        lines.append(f"  browse: make ui   (= {ui_command(uri)})")
+    else:
+        lines.append(f"  browse: {ui_command(uri)}")
     return "\n".join(lines)
 
 

@@ -252,3 +252,29 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def close_runs_of_flow_run(tracking_uri: str, flow_run_id: str, status: str = "KILLED",
+                           reason: str = "flow run crashed or was cancelled") -> list[str]:
+    """Close the still-RUNNING MLflow runs (parent and children) of a Prefect flow run.
+
+    For flow runs that die without reaching the flow's own error handling (cancellation, SIGTERM, OOM kill
+    of a subprocess), so that MLflow does not show them as running forever. Returns the closed run ids.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    parents = client.search_runs(experiments, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+    closed = []
+    for parent in parents:
+        children = client.search_runs([parent.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        for run in [*children, parent]:
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, "error", error_text(reason))
+                client.set_terminated(run.info.run_id, status=status)
+                closed.append(run.info.run_id)
+    return closed

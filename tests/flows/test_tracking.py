@@ -114,3 +114,19 @@ def test_histogram_and_confusion_plot(tmp_path):
     png = plot_confusion_matrix(np.array([[5, 1], [2, 8]]), tmp_path / "cm.png", ["bg", "fg"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     json.dumps(hist)
+
+
+def test_close_runs_of_a_crashed_flow_run(mlflow_store):
+    from antgo.tracking.runs import close_runs_of_flow_run
+
+    tracker = PipelineTracker.start("tracking-crash", "pipe", tracking_uri=mlflow_store.uri,
+                                    tags={"prefect.flow_run_id": "crashed-run-1"})
+    done = tracker.start_child("parse_config")
+    tracker.end(done)
+    running = tracker.start_child("train")
+    closed = close_runs_of_flow_run(mlflow_store.uri, "crashed-run-1", reason="cancelled")
+    assert set(closed) == {running, tracker.parent_run_id}
+    client = mlflow_store.client()
+    assert client.get_run(running).info.status == "KILLED"
+    assert client.get_run(tracker.parent_run_id).data.tags["error"] == "cancelled"
+    assert client.get_run(done).info.status == "FINISHED"
