@@ -43,12 +43,14 @@ def move_to_device(batch: Mapping[str, Any], device: torch.device | str, channel
     return out
 
 
-def amp_context(device: torch.device | str, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere (the caller warns once)."""
-    device = torch.device(device)
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def amp_context(device: torch.device | str, amp: bool, dtype: str | torch.dtype = "bfloat16"
+                ) -> contextlib.AbstractContextManager:
+    """Autocast (bf16 by default) on CUDA when ``amp``; a no-op elsewhere (the trainer warns once)."""
+    if not amp:
+        return contextlib.nullcontext()
+    from antgo.engine.device import autocast_context
+
+    return autocast_context(device, True, dtype)
 
 
 def to_numpy(value: Any) -> Any:
@@ -159,7 +161,8 @@ def _gt_batch(batch: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataloader: Iterable[Mapping[str, Any]], metrics: list[Any],
              device: torch.device | str = "cpu", amp: bool = False, channels_last: bool = False,
-             on_batch: BatchCallback | None = None, desc: str = "eval") -> dict[str, float]:
+             on_batch: BatchCallback | None = None, desc: str = "eval", amp_dtype: str = "bfloat16"
+             ) -> dict[str, float]:
     """Run ``forward_test`` over ``dataloader`` and return the merged metric values.
 
     ``on_batch(index, inputs, preds, gts)`` (numpy predictions / ground truth) is called for every
@@ -184,7 +187,7 @@ def evaluate(model: torch.nn.Module, dataloader: Iterable[Mapping[str, Any]], me
             if input_keys is None:
                 input_keys = forward_test_inputs(model, batch.keys(), gt_keys)
             inputs = move_to_device({k: batch[k] for k in input_keys}, device, channels_last)
-            with amp_context(device, amp):
+            with amp_context(device, amp, amp_dtype):
                 out = model.forward_test(**inputs)
             if not isinstance(out, Mapping):
                 raise TypeError(f"{type(model).__name__}.forward_test must return a dict of batch-first "

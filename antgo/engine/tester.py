@@ -122,7 +122,7 @@ class Tester:
 
         self.results = evaluate(self.model, loader, self.metrics, self.device, amp=self.amp,
                                 channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
-                                desc="test")
+                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")))
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
         os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
         with open(json_file, "w", encoding="utf-8") as f:

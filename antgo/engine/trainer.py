@@ -108,6 +108,7 @@ class Trainer:
         self.deterministic = bool(self.cfg.get("deterministic", False))
         seed_everything(self.seed, self.deterministic)
         self.amp = bool(self.cfg.get("amp", False))
+        self.amp_dtype = str(self.cfg.get("amp_dtype", "bfloat16"))
         if self.amp and self.device.type != "cuda":
             logger.warning("amp=True needs CUDA (bf16 autocast); running in float32 on %s", self.device)
             self.amp = False
@@ -182,7 +183,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.optimizer = build_optimizer(model, self.cfg["optimizer"])
-        self.scaler = make_grad_scaler(self.device, self.amp, self.cfg.get("amp_dtype", "bfloat16"))
+        self.scaler = make_grad_scaler(self.device, self.amp, self.amp_dtype)
         self.hooks, self._stage_hooks = [], {s: [] for s in STAGES}
         for hook in build_default_hooks(self):
             self.register_hook(hook)
@@ -344,7 +345,7 @@ class Trainer:
             data_time = time.perf_counter() - end
             self.call_hook("before_iter")  # LrSchedulerHook sets this iteration's lr here
             batch = move_to_device(batch, self.device, self.channels_last)
-            with amp_context(self.device, self.amp):
+            with amp_context(self.device, self.amp, self.amp_dtype):
                 outputs = self.model.forward_train(**batch)
             loss, log_vars = parse_losses(outputs)
             if not math.isfinite(log_vars["loss"]):

@@ -174,3 +174,12 @@ def test_checkpoint_and_logger_hooks_validate_arguments() -> None:
     assert CheckpointHook(interval=2).interval == 2
     with pytest.raises(ValueError, match="rule"):
         EvalHook(dataloader=[], metrics=[object()], rule="bigger")
+
+
+def test_eval_hook_accepts_a_metric_config(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_seg_cfg, tmp_path, validate=False)
+    loader = trainer.train_loader
+    hook = EvalHook(dataloader=loader, metric=dict(type="SegMIOU", class_num=4), save_best="miou")
+    trainer.register_hook(hook)
+    result = trainer.start_train(max_epochs=1)
+    assert type(hook.metrics[0]).__name__ == "SegMIOU" and result["best_metric"] == "miou"

@@ -36,6 +36,7 @@ class EvalHook(Hook):
     """Evaluate ``metrics`` on ``dataloader`` after epochs and keep the best checkpoint.
 
     Args:
+        metrics: metric objects (or ``metric``: the config dict / list of dicts, built with ``build_metrics``).
         interval: evaluate every ``interval`` epochs (and always after the last epoch).
         save_best: metric key to select ``best.pth`` by; ``'auto'`` = the first key; None = no best file.
         rule: ``'greater'``/``'less'``; None infers it from the key (acc/iou/map... greater, loss/err less).
@@ -45,10 +46,15 @@ class EvalHook(Hook):
 
     priority = PRIORITIES["ABOVE_NORMAL"]  # before CheckpointHook, so epoch checkpoints hold the new best score
 
-    def __init__(self, dataloader: Any, metrics: list[Any], interval: int = 1, save_best: str | None = None,
-                 rule: str | None = None, start: int | None = None, out_dir: str | None = None) -> None:
+    def __init__(self, dataloader: Any, metrics: list[Any] | None = None, interval: int = 1,
+                 save_best: str | None = None, rule: str | None = None, start: int | None = None,
+                 out_dir: str | None = None, metric: Any = None) -> None:
         if rule not in (None, "greater", "less"):
             raise ValueError(f"evaluation.rule must be 'greater', 'less' or None, got {rule!r}")
+        if metrics is None and metric is not None:  # a metric config (dict or list), as in `evaluation`
+            from antgo.metrics import build_metrics
+
+            metrics = build_metrics(metric)
         if not metrics:
             raise ValueError("EvalHook needs at least one metric (evaluation.metric)")
         self.dataloader = dataloader
@@ -76,7 +82,8 @@ class EvalHook(Hook):
         if not self._due(trainer):
             return
         metrics = evaluate(trainer.model, self.dataloader, self.metrics, trainer.device, amp=trainer.amp,
-                           channels_last=trainer.channels_last, desc=f"val {trainer.epoch + 1}")
+                           channels_last=trainer.channels_last, desc=f"val {trainer.epoch + 1}",
+                           amp_dtype=trainer.amp_dtype)
         if self.save_best is not None:
             self._update_best(trainer, metrics)
         trainer.dispatch_val(metrics)
