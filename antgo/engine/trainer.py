@@ -113,7 +113,11 @@ class Trainer:
             logger.warning("amp=True needs CUDA (bf16 autocast); running in float32 on %s", self.device)
             self.amp = False
         self.channels_last = bool(self.cfg.get("channels_last", False))
-        grad_clip = (self.cfg.get("optimizer_config") or {}).get("grad_clip")
+        opt_cfg = dict(self.cfg.get("optimizer_config") or {})
+        grad_clip = opt_cfg.pop("grad_clip", None)
+        if opt_cfg:
+            raise KeyError(f"optimizer_config has unknown keys {sorted(opt_cfg)}; supported: "
+                           f"grad_clip=dict(max_norm=..., norm_type=2) or None")
         self.grad_clip = dict(grad_clip) if grad_clip else None
         self.train_loader: Any = None
         self.val_loader: Any = None

@@ -410,3 +410,9 @@ def test_rank_other_than_zero_writes_nothing(tiny_seg_cfg: dict, tmp_path: Path,
     trainer, result = train(tiny_seg_cfg, tmp_path / "w", max_epochs=1)
     assert trainer.rank == 1 and not (tmp_path / "w").exists()
     assert result["best_score"] is not None and result["best_checkpoint"] is None
+
+
+def test_unknown_optimizer_config_key_is_an_error(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["optimizer_config"] = dict(grad_clip=None, cumulative_iters=4)
+    with pytest.raises(KeyError, match="cumulative_iters"):
+        Trainer(tiny_seg_cfg, work_dir=str(tmp_path), device="cpu")
