@@ -78,7 +78,7 @@ def shape_mask(kind: str, h: int, w: int, cx: float, cy: float, r: float, angle:
     if kind == "square":
         pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * r * 0.8
     elif kind == "triangle":
-        pts = np.array([[0, -1], [0.866, 0.5], [-0.866, 0.5]], np.float32) * r * 1.1
+        pts = np.array([[0, -1], [0.866, 0.5], [-0.866, 0.5]], np.float32) * r * 1.3  # area close to the other shapes
     elif kind == "cross":
         a, b = 1.0, 0.36
         pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b], [-a, b],

@@ -20,7 +20,7 @@ from antgo.data.datasets._voc_writer import (hsv_colour, shape_mask, voc_dirs, v
 logger = logging.getLogger(__name__)
 
 DEMO_CLASS_NAMES = ("background", "circle", "square", "triangle", "cross")
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 MANIFEST = "antgo_demo.json"
 # OpenCV hue bands (0-179, wrapping) per object class; neighbours overlap by about 5 units.
 _HUE_BANDS = {1: (-10.0, 25.0), 2: (20.0, 65.0), 3: (60.0, 115.0), 4: (110.0, 170.0)}
