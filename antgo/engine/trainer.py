@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from antgo.engine.evaluation import amp_context, move_to_device
+from antgo.engine.evaluation import amp_context, json_safe, move_to_device
 from antgo.engine.hooks.base import STAGES, Hook
 from antgo.engine.logging import add_file_handler, remove_handler
 
@@ -228,7 +228,7 @@ class Trainer:
     def dispatch_val(self, metrics: dict[str, float]) -> None:
         """Record validation metrics for the history and call ``after_val`` on every hook."""
         if self.history and self.history[-1]["epoch"] == self.epoch + 1:
-            self.history[-1]["val"] = dict(metrics)
+            self.history[-1]["val"] = json_safe(metrics)  # NaN (absent class) -> None: the history is JSON
         self.call_hook("after_val", metrics)
 
     def resolve_out_dir(self, out_dir: str | None) -> str:

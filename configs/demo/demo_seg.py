@@ -22,7 +22,7 @@ optimizer = dict(type='AdamW', lr=3e-3, weight_decay=1e-4)
 optimizer_config = dict(grad_clip=dict(max_norm=10.0, norm_type=2))
 lr_config = dict(policy='CosineAnnealing', min_lr=1e-5, by_epoch=False, warmup='linear', warmup_iters=20,
                  warmup_ratio=0.1)
-max_epochs = 8
+max_epochs = 10
 
 _test_pipeline = [
     dict(type='ResizeS', target_dim=_size),
@@ -50,14 +50,14 @@ data = dict(
         ],
         inputs_def=dict(fields=['image', 'segments']),
     ),
-    train_dataloader=dict(samples_per_gpu=16, workers_per_gpu=1, drop_last=True, shuffle=True),
+    train_dataloader=dict(samples_per_gpu=16, workers_per_gpu=0, drop_last=True, shuffle=True),
     val=_eval_split,
     val_dataloader=_eval_loader,
     test=_eval_split,
     test_dataloader=_eval_loader,
 )
 
-evaluation = dict(interval=2, metric=dict(type='SegMIOU', class_num=len(_classes), class_names=_classes),
+evaluation = dict(interval=1, metric=dict(type='SegMIOU', class_num=len(_classes), class_names=_classes),
                   save_best='miou', rule='greater')
 log_config = dict(interval=5, hooks=[dict(type='TextLoggerHook')])
 checkpoint_config = dict(interval=2, max_keep_ckpts=2)
