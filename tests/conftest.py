@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+
+# Test tensors are tiny: intra-op threads only add synchronisation, and on a busy 2-core machine spinning
+# OpenMP threads slow a test run down many times over. ANTGO_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("ANTGO_TEST_THREADS", "1")))
 
 MINI_CLASSES = ["background", "circle", "square", "triangle"]
 MEAN = (0.5, 0.5, 0.5)
