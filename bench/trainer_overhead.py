@@ -5,6 +5,7 @@ interleaved rounds (bare, trainer, bare, trainer, ...). Prints each round and th
 trainer / bare (goal >= 0.97). A benchmark, not a test::
 
     .venv/bin/python bench/trainer_overhead.py [--rounds 3] [--iters 60] [--size 64] [--batch 8] [--device cpu]
+                                               [--threads N]
 """
 from __future__ import annotations
 
@@ -103,7 +104,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("antgo").setLevel(logging.WARNING)  # keep the output to the benchmark lines
     device = resolve_device(args.device)
@@ -116,8 +120,8 @@ def main() -> None:
             rates.append(iters / seconds)
             logger.info("round %d %-7s %4d iters in %6.2f s: %7.2f it/s", r + 1, name, iters, seconds, rates[-1])
     ratio = statistics.median(t / b for t, b in zip(trainer_rates, bare_rates))
-    logger.info("device %s, batch %d, %dx%d: bare %.2f it/s, trainer %.2f it/s (medians); trainer/bare = %.3f "
-                "(goal >= 0.97)", device, args.batch, args.size, args.size, statistics.median(bare_rates),
+    logger.info("device %s (%d threads), batch %d, %dx%d: bare %.2f it/s, trainer %.2f it/s (medians); trainer/bare = %.3f "
+                "(goal >= 0.97)", device, torch.get_num_threads(), args.batch, args.size, args.size, statistics.median(bare_rates),
                 statistics.median(trainer_rates), ratio)
 
 
