@@ -45,7 +45,6 @@ def make_tiny_seg_cfg(voc_dir: Path, size: int = 32, batch: int = 4, max_epochs:
     loader = dict(samples_per_gpu=batch, workers_per_gpu=0, drop_last=False)
     return dict(
         seed=0,
-        deterministic=True,
         max_epochs=max_epochs,
         model=dict(type="EncoderDecoder",
                    backbone=dict(type="SimpleConvNet", in_channels=3, channels=(8, 16)),

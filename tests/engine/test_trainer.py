@@ -102,9 +102,19 @@ def test_best_json_holds_the_best_not_the_latest(tiny_seg_cfg: dict, tmp_path: P
     assert [h["val"][key] for h in result["history"]] == scores
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+@pytest.fixture
+def restore_determinism() -> Any:
+    """``deterministic=True`` switches a process-wide torch flag: put it back for the other tests."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_seg_cfg: dict, tmp_path: Path,
+                                                               restore_determinism: Any) -> None:
     # an lr that changes with the epoch, and random flips: both must continue exactly after the resume
     tiny_seg_cfg["lr_config"] = dict(policy="Step", step=[1, 2], gamma=0.5)
+    tiny_seg_cfg["deterministic"] = True
     full, _ = train(tiny_seg_cfg, tmp_path / "full", max_epochs=3)
     first, _ = train(tiny_seg_cfg, tmp_path / "part", max_epochs=2)
     resumed, result = train(tiny_seg_cfg, tmp_path / "resumed", max_epochs=3,
@@ -118,6 +128,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_seg_cfg: dic
     assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
     assert resumed.best_score is not None
+    assert torch.are_deterministic_algorithms_enabled()
 
 
 def test_load_from_takes_weights_only(tiny_seg_cfg: dict, tmp_path: Path) -> None:
