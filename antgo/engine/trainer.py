@@ -81,6 +81,17 @@ def parse_losses(outputs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, fl
     return total, log_vars
 
 
+class _TrainStep(torch.nn.Module):
+    """Routes DistributedDataParallel's forward to ``forward_train``, so its gradient all-reduce runs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **batch: Any) -> Any:
+        return self.model.forward_train(**batch)
+
+
 def _dist_env() -> tuple[int, int, int]:
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
             int(os.environ.get("WORLD_SIZE", 1)))
@@ -104,6 +115,7 @@ class Trainer:
         if gpu_id is None and self.world_size > 1 and torch.cuda.is_available():
             gpu_id = self.local_rank
         self.device = resolve_device(device, gpu_id)
+        self._owns_process_group = self._init_distributed()
         self.seed = int(seed if seed is not None else self.cfg.get("seed", 0))
         self.deterministic = bool(self.cfg.get("deterministic", False))
         seed_everything(self.seed, self.deterministic)
@@ -122,6 +134,7 @@ class Trainer:
         self.train_loader: Any = None
         self.val_loader: Any = None
         self.model: torch.nn.Module | None = None
+        self._train_step: Any = None  # model.forward_train, or the DDP wrapper around it
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
         self.scaler: Any = None
@@ -143,6 +156,17 @@ class Trainer:
         self._epoch_sums: dict[str, float] = {}
 
     # ---------------------------------------------------------------- set-up
+    def _init_distributed(self) -> bool:
+        """Join the process group that torchrun describes (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU."""
+        import torch.distributed as dist
+
+        if self.world_size <= 1 or dist.is_initialized():
+            return False
+        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        logger.info("distributed: rank %d of %d (local rank %d) on %s", self.rank, self.world_size,
+                    self.local_rank, self.device)
+        return True
+
     def config_dataloader(self, with_validate: bool = True) -> None:
         """Build the train loader (``data.train`` + ``data.train_dataloader``) and, if asked and configured,
         the validation loader (``data.val`` + ``data.val_dataloader``, needs ``evaluation.metric``)."""
@@ -153,7 +177,14 @@ class Trainer:
             raise KeyError("config has no data.train; add data=dict(train=dict(type=..., ...), ...)")
         seed = self.seed + self.rank
         train_args = {"shuffle": True, "seed": seed, **dict(data.get("train_dataloader") or {})}
-        self.train_loader = build_dataloader(build_dataset(data["train"], "data.train"), **train_args)
+        reader = build_dataset(data["train"], "data.train")
+        if self.world_size > 1:  # each rank reads its own 1/world_size of every epoch
+            from torch.utils.data.distributed import DistributedSampler
+
+            train_args["sampler"] = DistributedSampler(reader, self.world_size, self.rank, seed=self.seed,
+                                                       shuffle=bool(train_args.pop("shuffle")),
+                                                       drop_last=bool(train_args.get("drop_last", False)))
+        self.train_loader = build_dataloader(reader, **train_args)
         if len(self.train_loader) == 0:
             raise ValueError("data.train gives no batch: the data set is smaller than samples_per_gpu with "
                              "drop_last=True; lower data.train_dataloader.samples_per_gpu")
@@ -185,7 +216,13 @@ class Trainer:
         model = build_model(self.cfg["model"]).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        self.model, self._train_step = model, model.forward_train
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._train_step = DistributedDataParallel(
+                _TrainStep(model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(self.cfg.get("find_unused_parameters", False)))
         self.optimizer = build_optimizer(model, self.cfg["optimizer"])
         self.scaler = make_grad_scaler(self.device, self.amp, self.amp_dtype)
         self.hooks, self._stage_hooks = [], {s: [] for s in STAGES}
@@ -328,6 +365,11 @@ class Trainer:
             return self.result()
         finally:
             remove_handler(log_handler)
+            if self._owns_process_group:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+                self._owns_process_group = False
 
     def _set_loader_epoch(self, epoch: int) -> None:
         """Shuffle order and worker seeds depend on (seed, epoch) only, so a resumed run sees the same data."""
@@ -350,7 +392,7 @@ class Trainer:
             self.call_hook("before_iter")  # LrSchedulerHook sets this iteration's lr here
             batch = move_to_device(batch, self.device, self.channels_last)
             with amp_context(self.device, self.amp, self.amp_dtype):
-                outputs = self.model.forward_train(**batch)
+                outputs = self._train_step(**batch)
             loss, log_vars = parse_losses(outputs)
             if not math.isfinite(log_vars["loss"]):
                 raise FloatingPointError(
