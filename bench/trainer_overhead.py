@@ -120,9 +120,9 @@ def main() -> None:
             rates.append(iters / seconds)
             logger.info("round %d %-7s %4d iters in %6.2f s: %7.2f it/s", r + 1, name, iters, seconds, rates[-1])
     ratio = statistics.median(t / b for t, b in zip(trainer_rates, bare_rates))
-    logger.info("device %s (%d threads), batch %d, %dx%d: bare %.2f it/s, trainer %.2f it/s (medians); trainer/bare = %.3f "
-                "(goal >= 0.97)", device, torch.get_num_threads(), args.batch, args.size, args.size, statistics.median(bare_rates),
-                statistics.median(trainer_rates), ratio)
+    logger.info("device %s (%d threads), batch %d, %dx%d: bare %.2f it/s, trainer %.2f it/s (medians); "
+                "trainer/bare = %.3f (goal >= 0.97)", device, torch.get_num_threads(), args.batch, args.size,
+                args.size, statistics.median(bare_rates), statistics.median(trainer_rates), ratio)
 
 
 if __name__ == "__main__":

@@ -284,11 +284,11 @@ class Trainer:
         """Full state: weights, optimizer, scheduler, scaler, counters, best score, history, RNG states."""
         from antgo.engine.checkpoint import save_checkpoint
 
+        hook_states = {type(h).__name__: h.state_dict() for h in self.hooks if callable(getattr(h, "state_dict", None))}
         meta = dict(epoch=self.epoch + 1, iter=self.iter, seed=self.seed, best_score=self.best_score,
                     best_metric=self.best_metric, best_rule=self.best_rule, best_epoch=self.best_epoch,
                     best_iter=self.best_iter, best_metrics=self.best_metrics, best_checkpoint=self.best_checkpoint,
-                    history=self.history, config=self.cfg,
-                    hooks={type(h).__name__: h.state_dict() for h in self.hooks if callable(getattr(h, "state_dict", None))})
+                    history=self.history, config=self.cfg, hooks=hook_states)
         scaler = self.scaler if self.scaler is not None and self.scaler.is_enabled() else None
         return save_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler, meta)
 
