@@ -183,3 +183,23 @@ def test_eval_hook_accepts_a_metric_config(tiny_seg_cfg: dict, tmp_path: Path) -
     trainer.register_hook(hook)
     result = trainer.start_train(max_epochs=1)
     assert type(hook.metrics[0]).__name__ == "SegMIOU" and result["best_metric"] == "miou"
+
+
+@pytest.mark.parametrize("interval,start,expected", [
+    (1, None, [1, 2, 3, 4, 5]),
+    (2, None, [2, 4, 5]),          # every 2 epochs, and always the last one
+    (2, 1, [1, 3, 5]),
+    (3, 2, [2, 5]),
+])
+def test_eval_hook_schedule(interval: int, start: int | None, expected: list[int]) -> None:
+    class FakeTrainer:
+        max_epochs = 5
+        epoch = 0
+
+    hook = EvalHook(dataloader=[], metrics=[object()], interval=interval, start=start)
+    trainer = FakeTrainer()
+    due = []
+    for trainer.epoch in range(5):
+        if hook._due(trainer):  # type: ignore[arg-type]
+            due.append(trainer.epoch + 1)
+    assert due == expected
