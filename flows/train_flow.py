@@ -33,7 +33,7 @@ from prefect import flow  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
 from antgo.tracking.store import default_store_dir, resolve_tracking_uri, sqlite_uri, ui_command  # noqa: E402
 from flows import tasks  # noqa: E402
-from flows.report import publish_mlflow_link, publish_summary  # noqa: E402
+from flows.report import publish_mlflow_link, publish_summary, summary_markdown  # noqa: E402
 
 logger = logging.getLogger("antgo.flows")
 
@@ -187,6 +187,10 @@ def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseExceptio
         tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
         logger.exception("could not write the run summary")
+    try:  # the run's description in the MLflow UI
+        tracker.set_tags(tracker.parent_run_id, {"mlflow.note.content": summary_markdown(summary)})
+    except Exception:
+        logger.exception("could not set the MLflow run description")
     try:
         tracker.end(tracker.parent_run_id, exc)
     except Exception:
