@@ -34,13 +34,14 @@ def test_demo_config_generates_missing_demo_data_once(tmp_path):
 def test_loader_context_is_set_only_for_loaders_with_workers(tmp_path):
     from flows.tasks import set_loader_context
 
-    cfg = _demo_cfg(tmp_path, "data.val_dataloader.workers_per_gpu=0")
+    workers = "data.train_dataloader.workers_per_gpu=1"
+    cfg = _demo_cfg(tmp_path, workers, "data.val_dataloader.workers_per_gpu=0")
     set_loader_context(cfg, "fork")
-    assert cfg.data.train_dataloader.multiprocessing_context == "fork"  # workers_per_gpu=1 in the demo
+    assert cfg.data.train_dataloader.multiprocessing_context == "fork"
     assert "multiprocessing_context" not in cfg.data.val_dataloader
-    cfg = _demo_cfg(tmp_path, "+data.train_dataloader.multiprocessing_context=spawn")
+    cfg = _demo_cfg(tmp_path, workers, "+data.train_dataloader.multiprocessing_context=spawn")
     set_loader_context(cfg, "fork")
     assert cfg.data.train_dataloader.multiprocessing_context == "spawn"  # the config wins
-    cfg = _demo_cfg(tmp_path)
+    cfg = _demo_cfg(tmp_path, workers)
     set_loader_context(cfg, None)
     assert "multiprocessing_context" not in cfg.data.train_dataloader
