@@ -109,6 +109,9 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
     ``alias`` is set on the registered version only when parity passes; ``loader_context`` is the
     DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker).
     """
+    antgo_logger = logging.getLogger("antgo")
+    if antgo_logger.level == logging.NOTSET:  # every stage's library logs (not only training) reach Prefect
+        antgo_logger.setLevel(logging.INFO)
     config_path = resolve_config(config)
     flow_run_id, flow_run_name = _flow_run()
     run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)
