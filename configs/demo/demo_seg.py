@@ -1,5 +1,5 @@
 # The embedded demo: semantic segmentation of coloured shapes (antgo.data.datasets.demo.make_demo_voc),
-# DDRKetNetF + SimpleHead at 128x128: about 80 s on 2 CPU cores to val mIoU ~0.86 (docs/training.md).
+# DDRKetNetF + SimpleHead at 128x128: 1.5-2.5 min on 2 CPU cores to val mIoU ~0.87 (docs/training.md).
 # `make demo` (flows/train_flow.py) generates the data into data/demo_voc when it is missing; by hand:
 #   python -m antgo.data.datasets.synthetic demo data/demo_voc
 #   python -m antgo train configs/demo/demo_seg.py --work-dir work_dirs/demo_seg
