@@ -9,26 +9,30 @@ trainer / bare (goal >= 0.97). A benchmark, not a test::
 """
 from __future__ import annotations
 
-import argparse
-import logging
-import statistics
-import tempfile
-import time
-from typing import Any
+import os
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP, as the CLI does
 
-import antgo.models  # noqa: F401  (registers the models)
-from antgo.data.builder import build_dataloader, build_dataset
-from antgo.data.dataset import Dataset
-from antgo.engine import Trainer
-from antgo.engine.device import resolve_device
-from antgo.engine.evaluation import move_to_device
-from antgo.engine.optim import build_optimizer
-from antgo.engine.trainer import parse_losses, seed_everything
-from antgo.models import build_model
-from antgo.registry import DATASETS
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import antgo.models  # noqa: E402,F401  (registers the models)
+from antgo.data.builder import build_dataloader, build_dataset  # noqa: E402
+from antgo.data.dataset import Dataset  # noqa: E402
+from antgo.engine import Trainer  # noqa: E402
+from antgo.engine.device import resolve_device  # noqa: E402
+from antgo.engine.evaluation import move_to_device  # noqa: E402
+from antgo.engine.optim import build_optimizer  # noqa: E402
+from antgo.engine.trainer import parse_losses, seed_everything  # noqa: E402
+from antgo.models import build_model  # noqa: E402
+from antgo.registry import DATASETS  # noqa: E402
 
 logger = logging.getLogger("bench.trainer_overhead")
 
