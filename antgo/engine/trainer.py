@@ -363,6 +363,10 @@ class Trainer:
                     if self.best_score is not None else "no best checkpoint (no validation)")
             logger.info("Done after %d iterations: %s; latest %s", self.iter, best, self.latest_checkpoint)
             return self.result()
+        except Exception as exc:  # recorded in train.log, then re-raised: a failed run must fail
+            logger.error("Training failed at epoch %d, iter %d: %s: %s", self.epoch + 1, self.iter,
+                         type(exc).__name__, exc)
+            raise
         finally:
             remove_handler(log_handler)
             if self._owns_process_group:
