@@ -12,6 +12,8 @@ _ENV_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "antgo",
+    # antgo logs outside a flow run (direct stage calls, benchmarks) are normal: no warning per record
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # the ephemeral server (no PREFECT_API_URL) takes 8-15 s to start on 2 cores; Prefect's default is 20 s
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }

@@ -17,6 +17,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,7 @@ def make_run_dir(work_dir: str | None, config_path: Path, resume: str | None, ru
     base = base.resolve()
     if resume:
         if resume == "latest":
-            runs = sorted((p for p in base.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+            runs = sorted((p for p in base.glob("*") if p.is_dir()), key=lambda p: (p.stat().st_mtime, p.name))
             if not runs:
                 raise FileNotFoundError(f"resume='latest': no run folder under {base}")
             return runs[-1]
@@ -109,9 +111,29 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
     ``alias`` is set on the registered version only when parity passes; ``loader_context`` is the
     DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker).
     """
+    with _antgo_logs_at_info():
+        return _run_pipeline(config, cfg_options, work_dir, max_epochs, device, experiment, tracking_uri,
+                             parity_thresholds, parity_samples, num_vis, alias, resume, loader_context)
+
+
+@contextmanager
+def _antgo_logs_at_info() -> Iterator[None]:
+    """Every stage's library logs (not only training's) reach the console and Prefect; restored afterwards."""
     antgo_logger = logging.getLogger("antgo")
-    if antgo_logger.level == logging.NOTSET:  # every stage's library logs (not only training) reach Prefect
+    previous = antgo_logger.level
+    if previous == logging.NOTSET:
         antgo_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        antgo_logger.setLevel(previous)
+
+
+def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | None, max_epochs: int | None,
+                  device: str | None, experiment: str | None, tracking_uri: str | None,
+                  parity_thresholds: dict[str, float] | None, parity_samples: int | None, num_vis: int,
+                  alias: str, resume: str | None, loader_context: str | None) -> dict[str, Any]:
+    """The flow's body: open the MLflow parent run, call the stage tasks in order, close and summarise."""
     config_path = resolve_config(config)
     flow_run_id, flow_run_name = _flow_run()
     run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)

@@ -8,6 +8,7 @@ import os
 # Before prefect/mlflow are imported anywhere in this process.
 for _key, _value in {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_LOGGING_EXTRA_LOGGERS": "antgo",
+                     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
                      "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}.items():
     os.environ.setdefault(_key, _value)
 
