@@ -289,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve_deployment()
         return 0
+    try:  # fail before starting Prefect (a temporary server takes seconds) when the file is not there
+        resolve_config(args.config)
+    except FileNotFoundError as exc:
+        print(f"antgo pipeline Failed: {exc}", file=sys.stderr)
+        return 1
     thresholds = None
     if args.parity:
         thresholds = {k: float(v) for k, v in (item.split("=", 1) for item in args.parity)}
