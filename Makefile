@@ -18,7 +18,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: venv demo test ui serve bench clean
+.PHONY: venv demo test ui prefect-server serve bench clean
 
 venv: $(STAMP)
 
@@ -43,9 +43,17 @@ ui: $(STAMP)
 	  --artifacts-destination $(MLFLOW_HOME)/artifacts \
 	  --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
+# Two terminals: `make prefect-server`, then `make serve`; then
+# `prefect deployment run antgo/full-pipeline [--param config=...]` (see docs/deployment.md).
+prefect-server: $(STAMP)
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+serve: $(STAMP)
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(PY) flows/train_flow.py --serve
+
 bench: $(STAMP)
 	$(PY) bench/trainer_overhead.py
-	$(PY) bench/flow_overhead.py
+	$(PY) bench/flow_overhead.py --max-epochs 1
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -15,7 +15,7 @@ import antgo.metrics  # noqa: F401
 import antgo.models  # noqa: F401
 from antgo.engine import Trainer
 from antgo.engine.hooks import Hook
-from antgo.registry import HOOKS, METRICS, MODELS
+from antgo.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -277,105 +277,13 @@ def test_custom_hooks_from_config(tiny_seg_cfg: dict, tmp_path: Path, monkeypatc
     assert len(hook.vals) == 2
 
 
-SEED_PLUGINS = '''
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from antgo.framework.helper.models.builder import HEADS, MODELS
-from antgo.framework.helper.runner import BaseModule
-from antgo.framework.helper.runner.builder import *
-
-@MODELS.register_module()
-class EncoderDecoder(BaseModule):
-    def __init__(self,
-                 backbone,
-                 decode_head,
-                 neck = None,
-                 train_cfg = None,
-                 test_cfg = None,
-                 init_cfg = None):
-        super().__init__(init_cfg=init_cfg)
-        self.backbone = MODELS.build(backbone)
-        self.with_neck = False
-        if neck is not None:
-            self.neck = MODELS.build(neck)
-            self.with_neck = True
-
-        self.decode_head = HEADS.build(decode_head)
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
-
-    def extract_feat(self, image):
-        """Extract features from images."""
-        x = self.backbone(image)
-        if self.with_neck:
-            x = self.neck(x)
-        return x
-
-    def forward_train(self, image, segments, **kwargs):
-        x = self.extract_feat(image)
-        x = self.decode_head(x)
-
-        losses = dict()
-        loss_decode = \\
-            self.decode_head.loss(x, segments.long())
-        losses.update(loss_decode)
-        return losses
-
-    def forward_test(self, image, **kwargs):
-        x = self.extract_feat(image)
-        seg_predict = self.decode_head.simple_test(x)
-        seg_predict = F.interpolate(seg_predict, size=(image.shape[2:]), mode='bilinear')
-        seg_predict = torch.argmax(seg_predict, 1)
-        return {
-            'pred_segments': seg_predict
-        }
-
-    def onnx_export(self, image):
-        feat = self.extract_feat(image)
-        seg_predict = self.decode_head.simple_test(feat)
-        return seg_predict
-
-@MEASURES.register_module()
-class SegMIOU(object):
-    def __init__(self, class_num, ignore_val=255) -> None:
-        self.ignore_val = ignore_val
-        self.class_num = class_num
-
-    def keys(self):
-        return {'pred': ['pred_segments'], 'gt':['segments']}
-
-    def _fast_hist(self, label_pred, label_true):
-        mask = (label_true >= 0) & (label_true < self.class_num) & (label_true != self.ignore_val)
-        hist = np.bincount(
-            self.class_num * label_true[mask].astype(np.int) +
-            label_pred[mask].astype(np.int), minlength=self.class_num ** 2).reshape(self.class_num, self.class_num)
-        return hist
-
-    def __call__(self, preds, gts):
-        confusion = np.zeros((self.class_num, self.class_num))
-        for pred, gt in zip(preds, gts):
-            sample_confusion = self._fast_hist(np.array(pred['pred_segments']).flatten(), np.array(gt['segments']).flatten())
-            confusion += sample_confusion
-
-        iou = np.diag(confusion) / np.maximum(1.0,confusion.sum(axis=1) + confusion.sum(axis=0) - np.diag(confusion))
-        miou_val = float(np.nanmean(iou))
-
-        print()
-        print("======== MIOU Acc: %f ========" % (miou_val))
-        error_info = {
-            'miou': miou_val
-        }
-        return error_info
-'''
-
-
 def test_seed_plugins_load_through_custom_imports(tiny_seg_cfg: dict, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(MODELS, "_modules", dict(MODELS._modules))
-    monkeypatch.setattr(METRICS, "_modules", dict(METRICS._modules))
-    (tmp_path / "seed_user_plugins_engine.py").write_text(SEED_PLUGINS)
+    for registry in (MODELS, METRICS, DATASETS, TRANSFORMS):  # undo the samples' registrations afterwards
+        monkeypatch.setattr(registry, "_modules", dict(registry._modules))
+    # the document's samples, as a user module (the same file the compat tests load)
+    seed_samples = REPO / "tests" / "compat" / "seed_plugins.py"
+    (tmp_path / "seed_user_plugins_engine.py").write_text(seed_samples.read_text())
     monkeypatch.syspath_prepend(str(tmp_path))
     config = tmp_path / "seed_cfg.py"
     tiny_seg_cfg["custom_imports"] = dict(imports=["seed_user_plugins_engine"])
