@@ -15,7 +15,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from antgo.tracking.runs import PipelineTracker, TrackingContext, file_sha256
+from antgo.tracking.runs import PipelineTracker, TrackingContext, file_sha256, is_number
 
 logger = logging.getLogger("antgo.flows")
 
@@ -212,7 +212,7 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
         tester.config_model(checkpoint=checkpoint)
         metrics = tester.evaluate(json_file=str(out_dir / "metrics.json"), vis_dir=str(out_dir / "vis"),
                                   num_vis=num_vis)
-        metrics = {k: float(v) for k, v in (metrics or {}).items() if _is_number(v)}
+        metrics = {k: float(v) for k, v in (metrics or {}).items() if is_number(v)}
         run.log_metrics({f"test/{k}": v for k, v in metrics.items()})
         tracker.log_metrics(tracker.parent_run_id, {f"test/{k}": v for k, v in metrics.items()})
         cm = find_confusion_matrix(getattr(tester, "metrics", None))
@@ -289,7 +289,7 @@ def parity_numbers(report: dict[str, Any]) -> dict[str, float]:
     for key, value in flatten(report).items():
         if any(key.startswith(s) or s in key for s in skip):
             continue
-        if isinstance(value, bool) or _is_number(value):
+        if isinstance(value, bool) or is_number(value):
             numbers[key] = float(value)
     return numbers
 
@@ -305,13 +305,3 @@ def _log_parity(tracker: PipelineTracker, run: Any, report: dict[str, Any], pass
     tracker.set_tags(tracker.parent_run_id, {"parity": verdict})
     if not passed:
         run.set_tags({"parity_failures": "; ".join(map(str, report.get("failures") or []))})
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -197,7 +197,7 @@ class PipelineTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if _is_number(v)]
+        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if is_number(v)]
         for i in range(0, len(items), METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=items[i:i + METRICS_PER_BATCH])
 
@@ -244,7 +244,8 @@ class StageRun:
         self.tracker.log_dict(self.run_id, data, artifact_file)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """True for values MLflow can store as a metric (bools excluded)."""
     if isinstance(value, bool):
         return False
     try:
