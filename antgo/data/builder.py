@@ -30,7 +30,12 @@ def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reade
     if not isinstance(cfg, Mapping):
         raise TypeError(f"{key_path} must be a dict with a 'type' key, got {type(cfg).__name__}")
     dataset_cfg = {k: v for k, v in cfg.items() if k not in _READER_KEYS}
-    dataset = DATASETS.build(dataset_cfg, key_path=key_path)  # deep-copies its arguments
+    try:
+        dataset = DATASETS.build(dataset_cfg, key_path=key_path)  # deep-copies its arguments
+    except (OSError, ValueError, NotImplementedError) as exc:  # the dataset's own checks: name the config key
+        exc.add_note(f"while building {key_path} (type={cfg.get('type')!r}, dir={cfg.get('dir')!r}); "
+                     f"fix the config or override it, e.g. --cfg-options {key_path}.dir=/path/to/data")
+        raise
     reader = Reader(dataset, pipeline=cfg.get("pipeline"), inputs_def=cfg.get("inputs_def"),
                     key_path=f"{key_path}.pipeline")
     logger.info("%s: %s, %d samples, pipeline %s", key_path, type(dataset).__name__, len(reader),

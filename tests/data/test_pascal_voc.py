@@ -134,3 +134,12 @@ def test_test_split_without_masks_and_class_names_file(tmp_path):
     assert ds.class_names == ("bg", "a", "b") and "segments" not in ds.sample(1)
     train = Pascal2012("train", root)
     assert set(np.unique(train.sample(0)["segments"])) <= {0, 1, 2, 255}
+
+
+def test_missing_folder_through_the_builder_names_the_config_key(tmp_path):
+    from antgo.data import build_dataset
+
+    with pytest.raises(FileNotFoundError) as info:
+        build_dataset(dict(type="Pascal2012", train_or_test="val", dir=str(tmp_path / "nowhere")), "data.val")
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "while building data.val" in notes and "data.val.dir=" in notes
