@@ -37,12 +37,15 @@ class SegMIOU(BaseMetric):
         self.pred_key = pred_key
         self.gt_key = gt_key
         self.confusion_matrix = np.zeros((self.class_num, self.class_num), dtype=np.int64)
+        # per ground-truth class: pixels predicted as a label outside [0, class_num) (always wrong)
+        self.invalid_pred = np.zeros(self.class_num, dtype=np.int64)
 
     def keys(self) -> dict[str, list[str]]:
         return {"pred": [self.pred_key], "gt": [self.gt_key]}
 
     def reset(self) -> None:
         self.confusion_matrix = np.zeros((self.class_num, self.class_num), dtype=np.int64)
+        self.invalid_pred = np.zeros(self.class_num, dtype=np.int64)
 
     def update(self, preds: Mapping[str, Any], gts: Mapping[str, Any]) -> None:
         """Add a batch: ``pred_segments`` (B, H, W) class indices, ``segments`` (B, H, W) or (B, 1, H, W)."""
@@ -70,20 +73,21 @@ class SegMIOU(BaseMetric):
         n = self.class_num
         hist = np.bincount(n * gt[mask] + pred[mask], minlength=n * n).reshape(n, n)
         if bad.any():
+            self.invalid_pred += np.bincount(gt[bad], minlength=n)
             logger.warning("SegMIOU: %d predicted labels outside [0, %d)", int(bad.sum()), n)
         return hist
 
     def compute(self) -> dict[str, float]:
         cm = self.confusion_matrix.astype(np.float64)
         tp = np.diag(cm)
-        gt_count = cm.sum(axis=1)
+        gt_count = cm.sum(axis=1) + self.invalid_pred  # an invalid prediction is a miss of its gt class
         pred_count = cm.sum(axis=0)
         union = gt_count + pred_count - tp
         present = union > 0
         iou = np.full(self.class_num, np.nan)
         iou[present] = tp[present] / union[present]
         in_gt = gt_count > 0
-        total = cm.sum()
+        total = gt_count.sum()
         result = {
             "miou": float(iou[present].mean()) if present.any() else 0.0,
             "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,

@@ -103,3 +103,15 @@ def test_build_metrics_dict_and_list():
     assert build_metrics(None) == []
     with pytest.raises(KeyError, match="evaluation.metric"):
         build_metrics(dict(type="SegMIoU_typo", class_num=3))
+
+
+def test_out_of_range_prediction_counts_as_a_miss_of_its_gt_class():
+    metric = SegMIOU(class_num=2)
+    metric.update({"pred_segments": np.array([[[0, 7]]])}, {"segments": np.array([[[0, 1]]])})
+    result = metric.compute()
+    assert result["iou_1"] == 0.0  # class 1 is in the ground truth and was never predicted
+    assert result["miou"] == pytest.approx(0.5)
+    assert result["pixel_acc"] == pytest.approx(0.5)
+    assert result["macc"] == pytest.approx(0.5)
+    metric.reset()
+    assert metric.compute()["pixel_acc"] == 0.0
