@@ -44,15 +44,16 @@ def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reade
 
 
 def seed_worker(worker_id: int, base_seed: int = 0) -> None:
-    """Seed numpy, random and torch in a DataLoader worker from ``base_seed + worker_id``.
+    """Seed numpy and random in a DataLoader worker from the seed torch gave the worker.
 
-    Transforms draw from the global ``np.random``/``random`` state, so this makes augmentation
-    reproducible for a given seed and number of workers.
+    torch seeds each worker with ``loader_base_seed + worker_id``, where ``loader_base_seed`` is drawn from
+    the loader's generator (seeded with ``base_seed``) every time workers start. Transforms draw from the
+    global ``np.random``/``random`` state, so augmentation is reproducible for a given seed and number of
+    workers, and it differs between epochs also when the workers are restarted every epoch.
     """
-    seed = (int(base_seed) + int(worker_id)) % (2 ** 32)
+    seed = torch.initial_seed() % (2 ** 32)
     np.random.seed(seed)
     random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _loader_params() -> set[str]:

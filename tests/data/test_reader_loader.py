@@ -169,3 +169,14 @@ def test_build_dataloader_options(your_dataset):
         build_dataloader(r, bogus_key=1)
     with pytest.raises(ValueError, match="multiprocessing_context"):
         build_dataloader(r, workers_per_gpu=1, multiprocessing_context="threads")
+
+
+def test_non_persistent_workers_draw_new_augmentation_every_epoch(tmp_path):
+    r = voc_reader(tmp_path)
+    loader = build_dataloader(r, samples_per_gpu=4, workers_per_gpu=2, shuffle=False, drop_last=True, seed=3,
+                              persistent_workers=False, multiprocessing_context="fork")
+    epoch1, epoch2 = batches(loader), batches(loader)
+    assert not same(epoch1, epoch2)  # workers restart each epoch: they must not replay the same random stream
+    again = build_dataloader(r, samples_per_gpu=4, workers_per_gpu=2, shuffle=False, drop_last=True, seed=3,
+                             persistent_workers=False, multiprocessing_context="fork")
+    assert same(epoch1, batches(again)) and same(epoch2, batches(again))  # still a function of the seed
