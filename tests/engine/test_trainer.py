@@ -336,3 +336,12 @@ def test_unknown_optimizer_config_key_is_an_error(tiny_seg_cfg: dict, tmp_path: 
     tiny_seg_cfg["optimizer_config"] = dict(grad_clip=None, cumulative_iters=4)
     with pytest.raises(KeyError, match="cumulative_iters"):
         Trainer(tiny_seg_cfg, work_dir=str(tmp_path), device="cpu")
+
+
+def test_best_checkpoint_records_itself_and_survives_resume_from_it(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    _, result = train(tiny_seg_cfg, tmp_path / "run", max_epochs=1)
+    best = tmp_path / "run" / "best.pth"
+    assert result["best_checkpoint"] == str(best)
+    assert torch.load(best, weights_only=False)["meta"]["best_checkpoint"] == str(best)
+    _, resumed = train(tiny_seg_cfg, tmp_path / "run2", max_epochs=1, resume_from=str(best))
+    assert resumed["best_checkpoint"] == str(best) and resumed["best_score"] == result["best_score"]

@@ -109,8 +109,8 @@ class EvalHook(Hook):
         if trainer.rank != 0:
             return
         path = os.path.join(self.out_dir, "best.pth")
+        trainer.best_checkpoint = path  # before saving: best.pth's own metadata must name itself
         trainer.save_checkpoint(path)
-        trainer.best_checkpoint = path
         record = {"metric": key, "score": score, "epoch": trainer.epoch + 1, "iter": trainer.iter, "rule": rule,
                   "checkpoint": path, "all": json_safe(metrics)}
         tmp = os.path.join(self.out_dir, "best.json.tmp")
