@@ -189,13 +189,21 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
         if summary["best_score"] is not None:
             run.log_metrics({f"best/{summary['best_metric'] or 'score'}": summary["best_score"]})
         run.log_artifact(best, "checkpoints")
-        for extra in ("best.json", "train.log"):
-            if (Path(run_dir) / extra).is_file():
-                run.log_artifact(Path(run_dir) / extra, "train")
+        _log_train_files(run, run_dir, result.get("best_checkpoint"))
         if result.get("history") is not None:
             run.log_dict(result["history"], "train/history.json")
         run.set_tags({"mlflow_log_batch_calls": mlflow_hook.flushes})
     return summary
+
+
+def _log_train_files(run: Any, run_dir: str, best_checkpoint: str | None) -> None:
+    """``train.log`` (in ``run_dir``) and ``best.json`` (beside ``best.pth``, i.e. in ``evaluation.out_dir``)."""
+    files = [Path(run_dir) / "train.log"]
+    if best_checkpoint:
+        files.append(Path(best_checkpoint).parent / "best.json")
+    for path in files:
+        if path.is_file():
+            run.log_artifact(path, "train")
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

@@ -97,7 +97,10 @@ def test_training_metrics_are_stepped_and_checkpoint_logged(completed, mlflow_st
     assert [m.step for m in loss] == [1, 2]  # 8 images, batch 4, one epoch: step = global iteration
     assert len(client.get_metric_history(train.info.run_id, "lr")) == 2
     assert [m.step for m in client.get_metric_history(train.info.run_id, "val/miou")] == [2]
-    assert "checkpoints/best.pth" in _artifacts(client, train.info.run_id)
+    files = _artifacts(client, train.info.run_id)
+    assert "checkpoints/best.pth" in files
+    # best.json sits beside best.pth (the tiny config's evaluation.out_dir), train.log in the run folder
+    assert {"train/best.json", "train/train.log", "train/history.json"} <= files
 
 
 def test_evaluate_export_verify_artifacts_and_alias(completed, mlflow_store):
