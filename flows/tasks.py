@@ -178,7 +178,11 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
         mlflow_hook = MlflowLoggerHook(tracker, run.run_id, flush_every=flush_every)
         trainer.register_hook(mlflow_hook)
         trainer.register_hook(PrefectProgressHook())
-        result = trainer.start_train(max_epochs=max_epochs)
+        try:
+            result = trainer.start_train(max_epochs=max_epochs)
+        except BaseException:
+            _log_train_files(run, run_dir, None, failing=True)  # the log says why: keep it with the FAILED run
+            raise
         best = result.get("best_checkpoint") or result.get("latest_checkpoint")
         if not best or not Path(best).is_file():
             raise FileNotFoundError(f"training in {run_dir} produced no checkpoint (result: {result})")
@@ -196,14 +200,24 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
     return summary
 
 
-def _log_train_files(run: Any, run_dir: str, best_checkpoint: str | None) -> None:
-    """``train.log`` (in ``run_dir``) and ``best.json`` (beside ``best.pth``, i.e. in ``evaluation.out_dir``)."""
+def _log_train_files(run: Any, run_dir: str, best_checkpoint: str | None, failing: bool = False) -> None:
+    """``train.log`` (in ``run_dir``) and ``best.json`` (beside ``best.pth``, i.e. in ``evaluation.out_dir``).
+
+    ``failing``: called while a training error propagates; an upload error is then logged, not raised, so that
+    it cannot replace the training error.
+    """
     files = [Path(run_dir) / "train.log"]
     if best_checkpoint:
         files.append(Path(best_checkpoint).parent / "best.json")
     for path in files:
-        if path.is_file():
+        if not path.is_file():
+            continue
+        try:
             run.log_artifact(path, "train")
+        except Exception:
+            if not failing:
+                raise
+            logger.exception("could not log %s to the failed train run", path)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

@@ -45,3 +45,28 @@ def test_loader_context_is_set_only_for_loaders_with_workers(tmp_path):
     cfg = _demo_cfg(tmp_path, workers)
     set_loader_context(cfg, None)
     assert "multiprocessing_context" not in cfg.data.train_dataloader
+
+
+@pytest.mark.slow  # one tiny training run (a few seconds)
+def test_failed_training_keeps_its_log_and_metrics_in_the_failed_run(tmp_path, mlflow_store, make_tiny_config,
+                                                                    monkeypatch):
+    from antgo.tracking.hooks import MlflowLoggerHook
+    from antgo.tracking.runs import PipelineTracker
+    from flows import tasks
+
+    def boom(self, trainer):
+        raise RuntimeError("boom after the first epoch")
+
+    monkeypatch.setattr(MlflowLoggerHook, "after_epoch", boom)
+    config = make_tiny_config(tmp_path / "cfg")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tracker = PipelineTracker.start("tasks-train-failure", "pipe", tracking_uri=mlflow_store.uri)
+    with pytest.raises(RuntimeError, match="boom"):
+        tasks.train.fn(str(config), str(run_dir), tracker.ctx.to_dict(), device="cpu")
+    client = mlflow_store.client()
+    (child,) = client.search_runs([tracker.ctx.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{tracker.parent_run_id}'")
+    assert child.info.status == "FAILED" and "boom" in child.data.tags["error"]
+    assert [a.path for a in client.list_artifacts(child.info.run_id, "train")] == ["train/train.log"]
+    assert client.get_metric_history(child.info.run_id, "loss")  # flushed by after_run despite the error
