@@ -141,19 +141,20 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         experiment or config_path.stem, run_name=run_dir.name, tracking_uri=tracking_uri,
         tags={"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
               "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
-    tracker.log_params(tracker.parent_run_id, {
-        "pipeline.config": str(config_path), "pipeline.cfg_options": cfg_options or [],
-        "pipeline.max_epochs": max_epochs, "pipeline.device": device, "pipeline.resume": resume,
-        "pipeline.parity_thresholds": parity_thresholds, "pipeline.num_vis": num_vis})
-    publish_mlflow_link(tracker.url(), tracker.parent_run_id)
     summary: dict[str, Any] = {
         "status": "Running", "config": str(config_path), "run_dir": str(run_dir),
         "tracking_uri": tracker.ctx.tracking_uri, "experiment_id": tracker.ctx.experiment_id,
         "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(), "flow_run_id": flow_run_id}
     logger.info("pipeline run folder: %s", run_dir)
     track = tracker.ctx.to_dict()
-    stage = "parse_config"
+    stage = "start"  # from here on a failure closes the parent run as FAILED
     try:
+        tracker.log_params(tracker.parent_run_id, {
+            "pipeline.config": str(config_path), "pipeline.cfg_options": cfg_options or [],
+            "pipeline.max_epochs": max_epochs, "pipeline.device": device, "pipeline.resume": resume,
+            "pipeline.parity_thresholds": parity_thresholds, "pipeline.num_vis": num_vis})
+        publish_mlflow_link(tracker.url(), tracker.parent_run_id)
+        stage = "parse_config"
         parsed = tasks.parse_config(str(config_path), cfg_options, str(run_dir), track, loader_context)
         cfg_path = parsed["config_path"]
         summary["config_hash"] = parsed["config_hash"]
@@ -274,7 +275,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-epochs", type=int, default=None, help="default: the config's max_epochs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: the config file stem)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default $MLFLOW_TRACKING_URI or ./mlruns)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite <repo>/mlruns/mlflow.db)")
     p.add_argument("--parity", nargs="+", default=None, metavar="NAME=VALUE", help="parity thresholds")
     p.add_argument("--parity-samples", type=int, default=None)
     p.add_argument("--num-vis", type=int, default=4, help="prediction overlays to log")
