@@ -143,3 +143,9 @@ def test_missing_folder_through_the_builder_names_the_config_key(tmp_path):
         build_dataset(dict(type="Pascal2012", train_or_test="val", dir=str(tmp_path / "nowhere")), "data.val")
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert "while building data.val" in notes and "data.val.dir=" in notes
+
+
+def test_aug_must_be_a_bool(tmp_path):
+    root = make_voc_tree(tmp_path, splits={"train": 1, "val": 1})
+    with pytest.raises(ValueError, match="ext_params.aug must be True or False"):
+        Pascal2012("train", root, ext_params=dict(aug="False"))

@@ -345,3 +345,12 @@ def test_best_checkpoint_records_itself_and_survives_resume_from_it(tiny_seg_cfg
     assert torch.load(best, weights_only=False)["meta"]["best_checkpoint"] == str(best)
     _, resumed = train(tiny_seg_cfg, tmp_path / "run2", max_epochs=1, resume_from=str(best))
     assert resumed["best_checkpoint"] == str(best) and resumed["best_score"] == result["best_score"]
+
+
+def test_config_model_before_config_dataloader_warns_that_validation_is_off(
+        tiny_seg_cfg: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    trainer = Trainer(tiny_seg_cfg, work_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="antgo"):
+        trainer.config_model()
+    assert "no validation during training" in caplog.text
+    assert "EvalHook" not in [type(h).__name__ for h in trainer.hooks]

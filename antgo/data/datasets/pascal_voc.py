@@ -117,7 +117,9 @@ class Pascal2012(Dataset):
         self.ids: list[str] = list(dict.fromkeys(read_ids(split_file)))
         # id -> mask path; SBD ids point into SegmentationClassAug.
         self._masks = {i: self.voc_root / "SegmentationClass" / f"{i}.png" for i in self.ids}
-        self.aug = bool(self.ext_params.get("aug", True))
+        self.aug = self.ext_params.get("aug", True)
+        if not isinstance(self.aug, bool):  # a string "False" would otherwise switch SBD on
+            raise ValueError(f"Pascal2012: ext_params.aug must be True or False, got {self.aug!r}")
         self.num_sbd = 0
         if self.aug and train_or_test == "train":
             self._add_sbd(split_dir)

@@ -1,6 +1,7 @@
 """The hooks a config asks for: LR, checkpoint, loggers, progress bar, evaluation and ``custom_hooks``."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from antgo.registry import HOOKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from antgo.engine.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 
 def build_hook(cfg: Mapping[str, Any], key_path: str, default_args: Mapping[str, Any] | None = None) -> Hook:
@@ -64,6 +67,9 @@ def build_default_hooks(trainer: "Trainer") -> list[Hook]:
     hooks.append(ProgressBarHook())
     if trainer.val_loader is not None:
         hooks.append(build_eval_hook(cfg, trainer.val_loader))
+    elif trainer.train_loader is None and (cfg.get("evaluation") or {}).get("metric"):
+        logger.warning("config_model() ran before config_dataloader(): no validation during training; "
+                       "call config_dataloader(with_validate=True) first")
     for i, hook_cfg in enumerate(cfg.get("custom_hooks") or []):
         hooks.append(build_hook(hook_cfg, f"custom_hooks[{i}]"))
     return hooks
