@@ -291,8 +291,11 @@ def verify(config_path: str, run_dir: str, onnx_path: str, checkpoint: str, trac
             passed = True
         except ParityError as exc:
             report, passed = dict(getattr(exc, "report", None) or {}), False
-            _log_parity(tracker, run, report, passed)
-            tag_version(tracker, model_name, model_version, {"parity": "failed"})
+            try:  # recording the failure must not replace it
+                _log_parity(tracker, run, report, passed)
+                tag_version(tracker, model_name, model_version, {"parity": "failed"})
+            except Exception:
+                logger.exception("could not record the parity failure in MLflow")
             raise
         report = dict(report or {})
         _log_parity(tracker, run, report, passed)

@@ -306,6 +306,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         meta = ckpt.get("meta", {})
         self.start_epoch, self.iter = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
+        self.latest_checkpoint = str(ckpt["path"])  # the newest state there is until this run saves one
         for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter", "best_checkpoint"):
             setattr(self, key, meta.get(key))
         self.best_metrics = dict(meta.get("best_metrics") or {})

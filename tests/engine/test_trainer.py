@@ -345,6 +345,7 @@ def test_best_checkpoint_records_itself_and_survives_resume_from_it(tiny_seg_cfg
     assert torch.load(best, weights_only=False)["meta"]["best_checkpoint"] == str(best)
     _, resumed = train(tiny_seg_cfg, tmp_path / "run2", max_epochs=1, resume_from=str(best))
     assert resumed["best_checkpoint"] == str(best) and resumed["best_score"] == result["best_score"]
+    assert resumed["latest_checkpoint"] == str(best)  # nothing left to train: the resumed state is the latest
 
 
 def test_config_model_before_config_dataloader_warns_that_validation_is_off(
