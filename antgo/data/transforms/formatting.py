@@ -68,6 +68,9 @@ class Normalize:
         if self.mean.shape != self.std.shape or np.any(self.std == 0):
             raise ValueError(f"Normalize: mean {mean} and std {std} must have one non-zero std per mean")
         self.keys = list(keys)
+        # built once: this runs for every sample in the loader
+        self._mean_t = torch.from_numpy(self.mean)
+        self._std_t = torch.from_numpy(self.std)
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         for key in self.keys:
@@ -75,9 +78,8 @@ class Normalize:
             if v is None:
                 continue
             if isinstance(v, torch.Tensor):
-                mean = torch.as_tensor(self.mean, dtype=torch.float32).view(-1, *([1] * (v.dim() - 1)))
-                std = torch.as_tensor(self.std, dtype=torch.float32).view(-1, *([1] * (v.dim() - 1)))
-                results[key] = (v.float() - mean) / std
+                shape = (-1, *([1] * (v.dim() - 1)))
+                results[key] = (v.float() - self._mean_t.view(shape)) / self._std_t.view(shape)
             else:
                 results[key] = imnormalize(np.asarray(v), self.mean, self.std)
         return results
