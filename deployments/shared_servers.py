@@ -130,7 +130,9 @@ def write_mlflow_auth_config(folder: str | os.PathLike, auth_db: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
                     f"database_uri = {auth_db}\n"
-                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                    # each uncached check is a PBKDF2 hash (~0.1 s of CPU): a pipeline makes hundreds of calls
+                    "auth_cache_ttl_seconds = 60\n")
     return path
 
 
