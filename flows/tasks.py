@@ -160,26 +160,30 @@ def _resume_checkpoint(run_dir: str) -> str | None:
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: int | None = None,
-          device: str | None = None, resume: bool = False, flush_every: int = 50) -> dict[str, Any]:
-    """``Trainer.start_train`` with MLflow (batched per-iteration metrics) and Prefect progress hooks."""
-    from antgo.engine import Trainer
-    from antgo.tracking.hooks import MlflowLoggerHook
+          device: str | None = None, resume: bool = False, flush_every: int = 50,
+          hooks: list[dict[str, Any]] | None = None, launch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``Trainer.start_train`` with MLflow (batched per-iteration metrics) and Prefect progress hooks.
 
-    from flows.report import PrefectProgressHook
+    ``hooks``: extra hook configs (``dict(type=...)``, e.g. a sweep's pruning hook). ``launch``: torchrun
+    options (``nproc_per_node``, ``nnodes``, ...; see ``flows.launch``) over the config's ``dist_params``;
+    more than one process runs training under ``torchrun`` in a subprocess.
+    """
+    from flows.launch import launch_options, needs_torchrun, train_with_torchrun
 
     tracker = _tracker(tracking)
     with tracker.stage("train") as run:
-        trainer = Trainer(config_path, work_dir=run_dir, device=device)
-        trainer.config_dataloader(with_validate=True)
+        launch = launch_options(_load(config_path).get("dist_params"), launch)
         resume_from = _resume_checkpoint(run_dir) if resume else None
         if resume_from:
             logger.info("resuming from %s", resume_from)
-        trainer.config_model(resume_from=resume_from)
-        mlflow_hook = MlflowLoggerHook(tracker, run.run_id, flush_every=flush_every)
-        trainer.register_hook(mlflow_hook)
-        trainer.register_hook(PrefectProgressHook())
         try:
-            result = trainer.start_train(max_epochs=max_epochs)
+            if needs_torchrun(launch):
+                result = train_with_torchrun(config_path, run_dir, tracking, run.run_id, launch, max_epochs=max_epochs,
+                                             device=device, resume_from=resume_from, flush_every=flush_every,
+                                             hooks=hooks)
+            else:
+                result = run_trainer(config_path, run_dir, tracker, run.run_id, max_epochs=max_epochs, device=device,
+                                     resume_from=resume_from, flush_every=flush_every, hooks=hooks)
         except BaseException:
             _log_train_files(run, run_dir, None, failing=True)  # the log says why: keep it with the FAILED run
             raise
@@ -196,8 +200,32 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
         _log_train_files(run, run_dir, result.get("best_checkpoint"))
         if result.get("history") is not None:
             run.log_dict(result["history"], "train/history.json")
-        run.set_tags({"mlflow_log_batch_calls": mlflow_hook.flushes})
+        run.set_tags({"mlflow_log_batch_calls": result.get("mlflow_log_batch_calls")})
     return summary
+
+
+def run_trainer(config_path: str, run_dir: str, tracker: PipelineTracker, train_run_id: str | None,
+                max_epochs: int | None = None, device: str | None = None, resume_from: str | None = None,
+                flush_every: int = 50, hooks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Build the Trainer with the MLflow, Prefect-progress and extra hooks and train (this process; under
+    torchrun each rank calls it and only rank 0's tracker logs)."""
+    from antgo.engine import Trainer
+    from antgo.engine.hooks.builder import build_hook
+    from antgo.tracking.hooks import MlflowLoggerHook
+
+    from flows.report import PrefectProgressHook
+
+    trainer = Trainer(config_path, work_dir=run_dir, device=device)
+    trainer.config_dataloader(with_validate=True)
+    trainer.config_model(resume_from=resume_from)
+    mlflow_hook = MlflowLoggerHook(tracker, train_run_id, flush_every=flush_every)
+    trainer.register_hook(mlflow_hook)
+    trainer.register_hook(PrefectProgressHook())
+    for i, hook_cfg in enumerate(hooks or []):
+        trainer.register_hook(build_hook(hook_cfg, f"train hooks[{i}]"))
+    result = dict(trainer.start_train(max_epochs=max_epochs))
+    result["mlflow_log_batch_calls"] = mlflow_hook.flushes
+    return result
 
 
 def _log_train_files(run: Any, run_dir: str, best_checkpoint: str | None, failing: bool = False) -> None:

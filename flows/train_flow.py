@@ -104,16 +104,20 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
           max_epochs: int | None = None, device: str | None = None, experiment: str | None = None,
           tracking_uri: str | None = None, parity_thresholds: dict[str, float] | None = None,
           parity_samples: int | None = None, num_vis: int = 4, alias: str = "champion",
-          resume: str | None = None, loader_context: str | None = "fork") -> dict[str, Any]:
+          resume: str | None = None, loader_context: str | None = "fork", nproc_per_node: int | None = None,
+          launch: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage of the pipeline; returns the summary (metrics, parity, paths, MLflow ids).
 
     ``max_epochs`` None = the config's ``max_epochs``; ``parity_thresholds`` override the config's;
     ``alias`` is set on the registered version only when parity passes; ``loader_context`` is the
-    DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker).
+    DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker);
+    ``nproc_per_node`` > 1 (or ``launch``: torchrun's multi-node options, see flows/launch.py) trains under
+    torchrun.
     """
+    launch = {**(launch or {}), **({"nproc_per_node": nproc_per_node} if nproc_per_node else {})}
     with _antgo_logs_at_info():
         return _run_pipeline(config, cfg_options, work_dir, max_epochs, device, experiment, tracking_uri,
-                             parity_thresholds, parity_samples, num_vis, alias, resume, loader_context)
+                             parity_thresholds, parity_samples, num_vis, alias, resume, loader_context, launch)
 
 
 @contextmanager
@@ -132,7 +136,8 @@ def _antgo_logs_at_info() -> Iterator[None]:
 def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | None, max_epochs: int | None,
                   device: str | None, experiment: str | None, tracking_uri: str | None,
                   parity_thresholds: dict[str, float] | None, parity_samples: int | None, num_vis: int,
-                  alias: str, resume: str | None, loader_context: str | None) -> dict[str, Any]:
+                  alias: str, resume: str | None, loader_context: str | None,
+                  launch: dict[str, Any] | None = None) -> dict[str, Any]:
     """The flow's body: open the MLflow parent run, call the stage tasks in order, close and summarise."""
     config_path = resolve_config(config)
     flow_run_id, flow_run_name = _flow_run()
@@ -162,7 +167,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         summary["data"] = tasks.build_dataloaders(cfg_path, str(run_dir), track)
         stage = "train"
         trained = tasks.train(cfg_path, str(run_dir), track, max_epochs=max_epochs, device=device,
-                              resume=bool(resume))
+                              resume=bool(resume), launch=launch or None)
         summary.update(best_checkpoint=trained["checkpoint"], best_score=trained["best_score"],
                        best_metric=trained["best_metric"], epochs=trained["epochs"], iters=trained["iters"])
         stage = "evaluate"
@@ -281,6 +286,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-vis", type=int, default=4, help="prediction overlays to log")
     p.add_argument("--alias", default="champion", help="alias for a registered version that passes parity")
     p.add_argument("--resume", default=None, help="existing run folder (or 'latest') to continue")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="train under torchrun with N processes")
     p.add_argument("--serve", action="store_true", help=f"serve deployment antgo/{DEPLOYMENT_NAME}")
     return p.parse_args(argv)
 
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_epochs=args.max_epochs, device=args.device, experiment=args.experiment,
                         tracking_uri=args.tracking_uri, parity_thresholds=thresholds,
                         parity_samples=args.parity_samples, num_vis=args.num_vis, alias=args.alias,
-                        resume=args.resume)
+                        resume=args.resume, nproc_per_node=args.nproc_per_node)
     except Exception as exc:
         summary = getattr(exc, "antgo_summary", None)
         print(format_summary(summary) if summary else f"antgo pipeline Failed: {error_text(exc)}",
