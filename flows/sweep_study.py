@@ -101,12 +101,13 @@ def open_storage(spec: str) -> Any:
 
 def create_study(storage: str, name: str, direction: str, sampler: str, seed: int, prune: bool,
                  grid: dict[str, list[Any]] | None) -> Any:
-    """The sweep's study: grid, random or TPE sampling; median pruning from the second epoch on."""
+    """The sweep's study: grid, random or TPE sampling; median pruning from the second epoch on.
+
+    A grid is enqueued combination by combination (Optuna's GridSampler stops the study from inside ``tell``,
+    which the ask-and-tell loop of a flow does not allow)."""
     import optuna
 
-    if grid:
-        chosen = optuna.samplers.GridSampler(grid, seed=seed)
-    elif sampler == "random":
+    if grid or sampler == "random":
         chosen = optuna.samplers.RandomSampler(seed=seed)
     elif sampler == "tpe":
         chosen = optuna.samplers.TPESampler(seed=seed)
@@ -115,8 +116,11 @@ def create_study(storage: str, name: str, direction: str, sampler: str, seed: in
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune \
         else optuna.pruners.NopPruner()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=open_storage(storage), study_name=name, direction=direction,
-                               sampler=chosen, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(storage=open_storage(storage), study_name=name, direction=direction,
+                                sampler=chosen, pruner=pruner, load_if_exists=True)
+    for values in itertools.product(*(grid or {}).values()):
+        study.enqueue_trial(dict(zip(grid, values)), skip_if_exists=True)
+    return study
 
 
 @HOOKS.register_module()
