@@ -99,6 +99,14 @@ def open_storage(spec: str) -> Any:
     return optuna.storages.JournalStorage(JournalFileBackend(str(spec)))
 
 
+def make_pruner() -> Any:
+    """Median pruning once two trials completed, from the second epoch on (Optuna does not store the pruner
+    with the study: the pruning hook builds the same one)."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
 def create_study(storage: str, name: str, direction: str, sampler: str, seed: int, prune: bool,
                  grid: dict[str, list[Any]] | None) -> Any:
     """The sweep's study: grid, random or TPE sampling; median pruning from the second epoch on.
@@ -113,12 +121,11 @@ def create_study(storage: str, name: str, direction: str, sampler: str, seed: in
         chosen = optuna.samplers.TPESampler(seed=seed)
     else:
         raise SweepError(f"sampler {sampler!r} unknown; use 'tpe' or 'random' (or --grid)")
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune \
-        else optuna.pruners.NopPruner()
+    pruner = make_pruner() if prune else optuna.pruners.NopPruner()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=open_storage(storage), study_name=name, direction=direction,
                                 sampler=chosen, pruner=pruner, load_if_exists=True)
-    for values in itertools.product(*(grid or {}).values()):
+    for values in itertools.product(*grid.values()) if grid else ():
         study.enqueue_trial(dict(zip(grid, values)), skip_if_exists=True)
     return study
 
@@ -141,7 +148,8 @@ class OptunaPruningHook(Hook):
         if self._trial is None:
             import optuna
 
-            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage))
+            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
+                                      pruner=make_pruner())
             self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial
 
