@@ -104,7 +104,7 @@ def make_pruner() -> Any:
     with the study: the pruning hook builds the same one)."""
     import optuna
 
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)  # steps are epochs from 1
 
 
 def create_study(storage: str, name: str, direction: str, sampler: str, seed: int, prune: bool,
