@@ -18,7 +18,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: venv demo test ui prefect-server serve bench clean
+.PHONY: venv demo test ui prefect-server serve bench clean shared-postgres shared-mlflow shared-prefect sweep-demo
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[scale]"
 	$(PY) -c "import cv2, torch, onnxruntime, prefect, mlflow; print('environment ready: torch', torch.__version__)"
 	touch $(STAMP)
 
@@ -50,6 +50,25 @@ prefect-server: $(STAMP)
 
 serve: $(STAMP)
 	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(PY) flows/train_flow.py --serve
+
+# Shared servers on PostgreSQL with authentication (docs/scale-out.md). Secrets come from the environment:
+# PGPASSWORD (if the database has one), MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY,
+# PREFECT_SERVER_API_AUTH_STRING. One terminal each after `make shared-postgres`.
+SHARED_DIR ?= $(CURDIR)/shared-servers
+PG_PORT ?= 5432
+PG_URL = postgresql+psycopg2://antgo@127.0.0.1:$(PG_PORT)
+shared-postgres: $(STAMP)
+	$(PY) deployments/shared_servers.py postgres --dir $(SHARED_DIR)/pg --port $(PG_PORT)
+shared-mlflow: $(STAMP)
+	$(PY) deployments/shared_servers.py mlflow --db $(PG_URL)/mlflow --auth-db $(PG_URL)/mlflow_auth \
+	  --artifacts $(SHARED_DIR)/artifacts --state $(SHARED_DIR) --port $(UI_PORT)
+shared-prefect: $(STAMP)
+	$(PY) deployments/shared_servers.py prefect --db postgresql+asyncpg://antgo@127.0.0.1:$(PG_PORT)/prefect \
+	  --port $(PREFECT_PORT)
+
+# A 4-trial learning-rate grid on the demo config (2 epochs each, 2 trials at a time).
+sweep-demo: $(STAMP)
+	$(PY) flows/sweep_flow.py configs/demo/demo_seg.py --grid optimizer.lr=0.001,0.003,0.006,0.01 --max-epochs 2
 
 bench: $(STAMP)
 	$(PY) bench/trainer_overhead.py
