@@ -50,11 +50,10 @@ class SharedServers:
 
     def client_env(self, **extra: str) -> dict[str, str]:
         """Environment of a client process (flow script, CLI, serve) with credentials."""
-        return helpers.base_env(MLFLOW_TRACKING_URI=self.mlflow_uri, PREFECT_API_URL=self.prefect_api,
-                                MLFLOW_TRACKING_USERNAME=self.mlflow_user,
-                                MLFLOW_TRACKING_PASSWORD=self.mlflow_password,
-                                PREFECT_API_AUTH_STRING=self.prefect_auth, PREFECT_HOME=str(self.root / "client"),
-                                **extra)
+        values = {"MLFLOW_TRACKING_URI": self.mlflow_uri, "PREFECT_API_URL": self.prefect_api,
+                  "MLFLOW_TRACKING_USERNAME": self.mlflow_user, "MLFLOW_TRACKING_PASSWORD": self.mlflow_password,
+                  "PREFECT_API_AUTH_STRING": self.prefect_auth, "PREFECT_HOME": str(self.root / "client")}
+        return helpers.base_env(**{**values, **extra})
 
     def secrets(self) -> list[str]:
         return [self.mlflow_password, self.prefect_auth, self.prefect_auth.split(":", 1)[1]]
@@ -130,8 +129,8 @@ def shared_servers_up(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -
         yield SharedServers(f"http://127.0.0.1:{ml_port}", f"http://127.0.0.1:{pf_port}/api", user, password,
                             prefect_auth, postgres, root, logs)
     finally:
-        for proc in procs:
-            helpers.stop_process(proc)
+        with ThreadPoolExecutor(2) as pool:  # both at once: each may take seconds to shut down
+            list(pool.map(helpers.stop_process, procs))
 
 
 @pytest.fixture(scope="module")
