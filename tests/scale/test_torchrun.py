@@ -39,6 +39,16 @@ def _children(client: Any, run_id: str) -> dict[str, Any]:
     return {r.info.run_name: r for r in runs}
 
 
+def _prefect_logs(flow_run_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # logs are shipped in the background
+    with get_client(sync_client=True) as client:
+        return client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+
+
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory, make_tiny_config) -> Path:
     return make_tiny_config(tmp_path_factory.mktemp("ddp_cfg"), model_name="tiny-ddp")
@@ -62,6 +72,8 @@ def test_flow_with_two_ranks_matches_direct_torchrun(shared_env, cfg, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "flow and torchrun weights differ"
     torchrun_log = (Path(summary["run_dir"]) / "ddp" / "torchrun.log").read_text()
     assert "[rank0]" in torchrun_log and "[rank1]" in torchrun_log
+    messages = [log.message for log in _prefect_logs(summary["flow_run_id"])]
+    assert any(m.startswith("[rank1]") for m in messages), "the ranks' output did not reach the Prefect log"
     client = shared_env.mlflow_client()
     train_run = _children(client, summary["mlflow_run_id"])["train"]
     losses = client.get_metric_history(train_run.info.run_id, "loss")
