@@ -97,8 +97,9 @@ def render_det_sample(rng: np.random.Generator, size_range: tuple[int, int] = SI
 
 
 def render_kp_sample(rng: np.random.Generator, size_range: tuple[int, int] = SIZE_RANGE, num_houses: int = 1,
-                     max_distractors: int = 2) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """An image and its houses as ``(visible mask, keypoints (K, 3) x, y, v)``.
+                     max_distractors: int = 2
+                     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """An image and its houses as ``(whole mask, visible mask, keypoints (K, 3) x, y, v)``.
 
     Distractor shapes are drawn behind the houses, or (30%) one in front, where it can hide a corner:
     that corner keeps its position with visibility 1; the others have 2.
@@ -109,7 +110,7 @@ def render_kp_sample(rng: np.random.Generator, size_range: tuple[int, int] = SIZ
     taken: list[tuple[float, ...]] = []
     behind = int(rng.integers(0, max_distractors + 1))
     layers = ["distractor"] * behind + ["house"] * num_houses + ["distractor"] * int(rng.random() < 0.3)
-    houses: list[np.ndarray] = []
+    houses: list[tuple[np.ndarray, np.ndarray]] = []
     for layer in layers:
         if layer == "distractor":
             r = rng.uniform(0.1, 0.18) * min(h, w)
@@ -130,12 +131,13 @@ def render_kp_sample(rng: np.random.Generator, size_range: tuple[int, int] = SIZ
         cv2.fillPoly(m, [np.round(points[_HOUSE_POLYGON]).astype(np.int32)], 1)
         paint_object(rng, image, m.astype(bool), _shape_colour(rng, None), r)
         owner[m.astype(bool)] = len(houses)
-        houses.append(points)
+        houses.append((m.astype(bool), points))
     out = []
-    for i, points in enumerate(houses):
+    for i, (whole, points) in enumerate(houses):
         px = np.clip(np.round(points).astype(int), 0, [w - 1, h - 1])
         visible = owner[px[:, 1], px[:, 0]] == i
-        out.append((owner == i, np.concatenate([points, np.where(visible, 2, 1)[:, None]], 1).astype(np.float32)))
+        keypoints = np.concatenate([points, np.where(visible, 2, 1)[:, None]], 1).astype(np.float32)
+        out.append((whole, owner == i, keypoints))
     return finish_image(rng, image), out
 
 
@@ -181,9 +183,9 @@ def _write_kp_split(root: Path, split: str, n: int, seed: int) -> None:
         info = _coco_image(_SPLIT_OFFSET[split] + k + 1, image)
         write_rgb_jpeg(root / f"{split}2017" / info["file_name"], image, quality=92)
         images.append(info)
-        for mask, keypoints in houses:
-            anns.append({"id": len(anns) + 1, "image_id": info["id"], "category_id": 1, "bbox": coco_box(mask),
-                         "area": float(mask.sum()), "iscrowd": 0, "num_keypoints": int((keypoints[:, 2] > 0).sum()),
+        for whole, _, keypoints in houses:  # the whole house's box and area: hidden corners stay inside the box
+            anns.append({"id": len(anns) + 1, "image_id": info["id"], "category_id": 1, "bbox": coco_box(whole),
+                         "area": float(whole.sum()), "iscrowd": 0, "num_keypoints": int((keypoints[:, 2] > 0).sum()),
                          "keypoints": [round(float(v), 2) for v in keypoints.reshape(-1)]})
     categories = [{"id": 1, "name": "house", "supercategory": "shape", "keypoints": list(KEYPOINT_NAMES),
                    "skeleton": [list(e) for e in SKELETON]}]
@@ -271,7 +273,8 @@ def make_demo_kp(root: str | Path, seed: int = 0, counts: Mapping[str, int] | No
     """Houses with 5 corner keypoints in COCO keypoints layout (``COCO2017``, task_type='KEYPOINTS').
 
     One house per image (radius 25-38% of the short side, turned up to 35 degrees, every corner inside
-    the image); ``FLIP_PAIRS`` are the left/right pairs for ``RandomFlipImage(swap_ids=...)``.
+    the image); its box and area are the whole house's, so a corner hidden by a distractor (visibility 1)
+    is still inside the box. ``FLIP_PAIRS`` are the left/right pairs for ``RandomFlipImage(swap_ids=...)``.
     """
     return _make("kp", root, seed, counts, force)
 
