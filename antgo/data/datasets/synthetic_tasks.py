@@ -15,6 +15,7 @@ last and a complete tree is not written again.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -152,45 +153,47 @@ def render_cls_sample(rng: np.random.Generator, cls: int, size_range: tuple[int,
     return finish_image(rng, image)
 
 
-def _coco_image(image_id: int, image: np.ndarray) -> dict[str, Any]:
-    return {"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": int(image.shape[0]),
-            "width": int(image.shape[1])}
+def _det_annotations(image_id: int, objects: list[tuple[int, np.ndarray]]) -> list[dict[str, Any]]:
+    anns = []
+    for cls, mask in objects:
+        box, area = coco_box(mask), int(mask.sum())
+        if box is not None and area >= 16:  # an object hidden almost entirely is not annotated
+            anns.append({"image_id": image_id, "category_id": cls + 1, "bbox": box, "area": float(area),
+                         "iscrowd": 0})
+    return anns
 
 
-def _write_det_split(root: Path, split: str, n: int, seed: int) -> None:
+def _kp_annotations(image_id: int, houses: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    # The whole house's box and area: a hidden corner stays inside the box.
+    return [{"image_id": image_id, "category_id": 1, "bbox": coco_box(whole), "area": float(whole.sum()),
+             "iscrowd": 0, "num_keypoints": int((keypoints[:, 2] > 0).sum()),
+             "keypoints": [round(float(v), 2) for v in keypoints.reshape(-1)]} for whole, _, keypoints in houses]
+
+
+_COCO_DEMOS: dict[str, dict[str, Any]] = {
+    "det": dict(render=render_det_sample, annotate=_det_annotations, file="instances",
+                description="antgo demo: shapes with boxes",
+                categories=[{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPE_CLASS_NAMES)]),
+    "kp": dict(render=render_kp_sample, annotate=_kp_annotations, file="person_keypoints",
+               description="antgo demo: houses with corner keypoints",
+               categories=[{"id": 1, "name": "house", "supercategory": "shape", "keypoints": list(KEYPOINT_NAMES),
+                            "skeleton": [list(e) for e in SKELETON]}]),
+}
+
+
+def _write_coco_split(task: str, root: Path, split: str, n: int, seed: int) -> None:
+    spec = _COCO_DEMOS[task]
     (root / f"{split}2017").mkdir(parents=True, exist_ok=True)
     images, anns = [], []
     for k in range(n):
-        image, objects = render_det_sample(_rng(seed, "det", split, k))
-        info = _coco_image(_SPLIT_OFFSET[split] + k + 1, image)
+        image, objects = spec["render"](_rng(seed, task, split, k))
+        info = {"id": _SPLIT_OFFSET[split] + k + 1, "height": int(image.shape[0]), "width": int(image.shape[1])}
+        info["file_name"] = f"{info['id']:012d}.jpg"
         write_rgb_jpeg(root / f"{split}2017" / info["file_name"], image, quality=92)
         images.append(info)
-        for cls, mask in objects:
-            box, area = coco_box(mask), int(mask.sum())
-            if box is not None and area >= 16:  # an object hidden almost entirely is not annotated
-                anns.append({"id": len(anns) + 1, "image_id": info["id"], "category_id": cls + 1, "bbox": box,
-                             "area": float(area), "iscrowd": 0})
-    categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPE_CLASS_NAMES)]
-    write_coco_json(root / "annotations" / f"instances_{split}2017.json", images, anns, categories,
-                    "antgo demo: shapes with boxes")
-
-
-def _write_kp_split(root: Path, split: str, n: int, seed: int) -> None:
-    (root / f"{split}2017").mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
-    for k in range(n):
-        image, houses = render_kp_sample(_rng(seed, "kp", split, k))
-        info = _coco_image(_SPLIT_OFFSET[split] + k + 1, image)
-        write_rgb_jpeg(root / f"{split}2017" / info["file_name"], image, quality=92)
-        images.append(info)
-        for whole, _, keypoints in houses:  # the whole house's box and area: hidden corners stay inside the box
-            anns.append({"id": len(anns) + 1, "image_id": info["id"], "category_id": 1, "bbox": coco_box(whole),
-                         "area": float(whole.sum()), "iscrowd": 0, "num_keypoints": int((keypoints[:, 2] > 0).sum()),
-                         "keypoints": [round(float(v), 2) for v in keypoints.reshape(-1)]})
-    categories = [{"id": 1, "name": "house", "supercategory": "shape", "keypoints": list(KEYPOINT_NAMES),
-                   "skeleton": [list(e) for e in SKELETON]}]
-    write_coco_json(root / "annotations" / f"person_keypoints_{split}2017.json", images, anns, categories,
-                    "antgo demo: houses with corner keypoints")
+        anns += [{"id": len(anns) + i + 1, **a} for i, a in enumerate(spec["annotate"](info["id"], objects))]
+    write_coco_json(root / "annotations" / f"{spec['file']}_{split}2017.json", images, anns, spec["categories"],
+                    spec["description"])
 
 
 def _write_cls_split(root: Path, split: str, n: int, seed: int) -> None:
@@ -213,7 +216,8 @@ def _expected_files(task: str, counts: Mapping[str, int]) -> list[str]:
 
 
 _WRITERS: dict[str, Callable[[Path, str, int, int], None]] = {
-    "det": _write_det_split, "kp": _write_kp_split, "cls": _write_cls_split}
+    "det": functools.partial(_write_coco_split, "det"), "kp": functools.partial(_write_coco_split, "kp"),
+    "cls": _write_cls_split}
 _LAYOUTS = {"det": "COCO2017 DETECTION", "kp": "COCO2017 KEYPOINTS", "cls": "ImageFolder"}
 
 
