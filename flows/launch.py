@@ -134,6 +134,7 @@ def run_rank(job_file: str) -> int:
     job_dir = Path(job_file).parent
     try:
         import flows  # noqa: F401  (telemetry defaults)
+        import flows.sweep_study  # noqa: F401  (registers the sweep's pruning hook, which may be among the hooks)
         from antgo.tracking.runs import PipelineTracker, TrackingContext
         from flows.tasks import run_trainer
 
