@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from antgo.engine.checkpoint import load_checkpoint
+from antgo.config import load_config
 from antgo.engine.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -34,19 +34,6 @@ _EXAMPLE = "export=dict(input_shape_list=[[1, 3, 256, 256]], input_name_list=['i
 
 class ExportError(ValueError):
     """A missing or malformed ``export`` config, or a model that cannot be exported."""
-
-
-def load_config(cfg: Any) -> Any:
-    """A ``Config`` from a Config, a dict or a path to a config file."""
-    from antgo.config import Config
-
-    if isinstance(cfg, Config):
-        return cfg
-    if isinstance(cfg, (str, os.PathLike)):
-        return Config.fromfile(cfg)
-    if isinstance(cfg, Mapping):
-        return Config(dict(cfg))
-    raise TypeError(f"cfg must be a Config, a dict or a config file path, got {type(cfg).__name__}")
 
 
 def export_spec(cfg: Any) -> dict[str, Any]:
@@ -90,16 +77,14 @@ def switch_to_deploy(module: nn.Module) -> int:
 def build_export_model(cfg: Any, checkpoint: str | None, device: str | torch.device = "cpu") -> nn.Module:
     """``build_model(cfg.model)`` + strict checkpoint load + eval + ``switch_to_deploy`` (what export and
     parity both run)."""
-    from antgo.models import build_model
+    from antgo.engine.loading import build_model_from_checkpoint
 
     if not checkpoint:
         raise ExportError("no checkpoint to export: pass checkpoint='…/best.pth' or set checkpoint=… in the config")
-    model = build_model(cfg["model"])
-    load_checkpoint(checkpoint, model, map_location="cpu", strict=True)
+    model = build_model_from_checkpoint(cfg, checkpoint, "cpu")  # strict, and refuses NaN/inf weights by name
     if not callable(getattr(model, "onnx_export", None)):
         raise ExportError(f"{type(model).__name__} has no onnx_export(image) method: add one that returns the "
                           f"tensors to export")
-    model.eval()
     count = switch_to_deploy(model)
     if count:
         logger.info("switch_to_deploy() called on %d module(s)", count)

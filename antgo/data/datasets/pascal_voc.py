@@ -114,6 +114,7 @@ class Pascal2012(Dataset):
             raise _layout_error(f"split file {split_file} does not exist")
         names_file = self.voc_root / "class_names.txt"
         self.class_names = tuple(read_ids(names_file)) if names_file.is_file() else VOC_CLASS_NAMES
+        self.split_file = split_file  # named when the split is empty
         self.ids: list[str] = list(dict.fromkeys(read_ids(split_file)))
         # id -> mask path; SBD ids point into SegmentationClassAug.
         self._masks = {i: self.voc_root / "SegmentationClass" / f"{i}.png" for i in self.ids}
