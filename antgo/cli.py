@@ -82,15 +82,21 @@ def find_checkpoint(explicit: str | None, cfg: Any, work_dir: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from antgo.engine import Trainer
+    from contextlib import nullcontext
 
-    cfg = _load(args)
-    if args.load_from:  # recorded in the dumped config.py, like --seed and --max-epochs
-        cfg["load_from"] = args.load_from
-    trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed)
-    trainer.config_dataloader(with_validate=not args.no_validate)
-    trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
-    result = trainer.start_train(max_epochs=args.max_epochs)
+    from antgo.engine import Trainer
+    from antgo.engine.runlock import RunLock
+
+    # refuse a folder in use at once, before data and model are built (the Trainer takes the same lock again)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(args.work_dir) if rank0 else nullcontext():
+        cfg = _load(args)
+        if args.load_from:  # recorded in the dumped config.py, like --seed and --max-epochs
+            cfg["load_from"] = args.load_from
+        trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed)
+        trainer.config_dataloader(with_validate=not args.no_validate)
+        trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
+        result = trainer.start_train(max_epochs=args.max_epochs)
     logger.info("outputs in %s: latest %s, best %s (%s=%s)", trainer.work_dir, result["latest_checkpoint"],
                 result["best_checkpoint"], result["best_metric"], result["best_score"])
     return 0

@@ -180,6 +180,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return path
 
 
+_UNSAFE_GLOBAL_RE = re.compile(r"GLOBAL (\S+) was not an allowed global")
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Check the documentation", "Please file"))]
+    return (useful or lines or [type(exc).__name__])[-1]
+
+
 def _unsafe_allowed(allow_unsafe: bool | None) -> bool:
     if allow_unsafe is not None:
         return allow_unsafe
@@ -199,14 +208,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", allow_un
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" not in str(exc):
-            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
+        found = _UNSAFE_GLOBAL_RE.search(str(exc))
+        if not found:  # garbage bytes fail the safe unpickler too, with "Unsupported operand"
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: "
+                                  f"{_last_line(exc)}") from exc
         if not _unsafe_allowed(allow_unsafe):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "an object that is not plain data"
             raise UnsafeCheckpointError(
-                f"checkpoint {path} refused: it holds objects that only arbitrary unpickling can load, and "
-                f"unpickling a file can run code ({first}). Checkpoints written by antgo load safely. If you "
-                f"trust this file, allow it once with {UNSAFE_LOAD_ENV}=1 (CLI: --unsafe-load).") from None
+                f"checkpoint {path} refused: it holds {found.group(1)}, which only arbitrary unpickling can "
+                f"load, and unpickling a file can run any code. Checkpoints written by antgo load safely. If "
+                f"you trust this file, allow it with {UNSAFE_LOAD_ENV}=1 (CLI: --unsafe-load).") from None
         logger.warning("checkpoint %s needs arbitrary unpickling: loading it with weights_only=False because "
                        "%s=1 / --unsafe-load allows it", path, UNSAFE_LOAD_ENV)
     except Exception as exc:  # a truncated or foreign file fails in many ways (EOFError, IndexError, ...)

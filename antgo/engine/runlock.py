@@ -89,6 +89,7 @@ class RunLock:
         self.work_dir = os.path.abspath(os.fspath(work_dir))
         self.path = os.path.join(self.work_dir, LOCK_NAME)
         self.purpose = purpose
+        self._created_dir = False
 
     def _record(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
@@ -116,6 +117,7 @@ class RunLock:
             if _held.get(self.path):
                 _held[self.path] += 1
                 return self
+            self._created_dir = not os.path.isdir(self.work_dir)
             os.makedirs(self.work_dir, exist_ok=True)
             for _ in range(3):  # a racing process may take the stale lock first
                 if self._try_create():
@@ -160,6 +162,8 @@ class RunLock:
                     os.remove(self.path)
                 except FileNotFoundError:
                     pass
+                if self._created_dir and not os.listdir(self.work_dir):
+                    os.rmdir(self.work_dir)  # a run refused before writing anything leaves no empty folder
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
