@@ -91,6 +91,15 @@ class CreatesFile:
         return (open, (self.path, "w"))
 
 
+class LegacyNote:
+    """A harmless custom object, as older checkpoints pickled into their metadata."""
+
+
+def legacy_checkpoint(ctx: Ctx) -> str:
+    """A real checkpoint whose metadata holds a custom object: it loads only with the explicit opt-in."""
+    return ctx.checkpoint("legacy.pth", lambda c: c["meta"].update(note=LegacyNote()))
+
+
 def crafted_checkpoint(ctx: Ctx) -> str:
     """A real checkpoint plus one object whose unpickling would create ``tmp/pwned.txt``."""
     return ctx.checkpoint("crafted.pth", lambda c: c["meta"].update(note=CreatesFile(str(ctx.tmp / MARKER))))
