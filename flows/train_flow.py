@@ -33,6 +33,7 @@ import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect
 from prefect import flow  # noqa: E402
 
 from antgo.engine.runlock import RunLock  # noqa: E402
+from antgo.fileio import atomic_write_text  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
 from antgo.tracking.store import default_store_dir, resolve_tracking_uri, sqlite_uri, ui_command  # noqa: E402
 from flows import tasks  # noqa: E402
@@ -217,7 +218,7 @@ def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
 def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
     """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
     try:
-        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
         logger.exception("could not write the run summary")

@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
+from antgo.fileio import atomic_write_text
+
 from .configdict import ConfigDict, ConfigError, missing_key_hint, to_plain
 from .formatting import flatten, format_config
 from .loader import import_custom_modules as _import_custom_modules
@@ -165,12 +167,7 @@ class Config(MutableMapping):
         if not path.endswith(".py"):
             raise ConfigError(f"cannot dump config to {path}: the file name must end in .py")
         text = self.masked_text() if mask else self.pretty_text
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)  # a reader never sees half a config
+        atomic_write_text(path, text)  # a reader never sees half a config
         logger.debug("config written to %s", path)
         return path
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from antgo.config import load_config
 from antgo.engine.device import resolve_device
+from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +172,8 @@ class Exporter:
             "torch_version": str(torch.__version__), "export_seconds": round(seconds, 3),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        with open(os.path.join(os.path.dirname(os.path.abspath(path)), "export.json"), "w") as f:
-            json.dump(info, f, indent=2)
+        atomic_write_text(os.path.join(os.path.dirname(os.path.abspath(path)), "export.json"),
+                          json.dumps(info, indent=2))
         logger.info("exported %s (%s, opset %d, %.1f s): inputs %s, outputs %s", path, info["exporter"], opset,
                     seconds, [i["shape"] for i in info["inputs"]], [o["shape"] for o in info["outputs"]])
         return path

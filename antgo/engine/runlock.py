@@ -25,7 +25,7 @@ __all__ = ["RunLock", "RunFolderLocked", "LOCK_NAME", "clean_temp_files"]
 
 LOCK_NAME = ".antgo.lock"
 # what atomic writers leave when killed between writing and os.replace
-TEMP_PATTERNS = (".tmp_*.pth", "*.pth.tmp*", "*.json.tmp", "*.json.tmp*", ".*.py.tmp*")
+TEMP_PATTERNS = (".tmp_*.pth", "*.pth.tmp*", "*.json.tmp", "*.json.tmp*", ".*.tmp[0-9]*")
 
 _held: dict[str, int] = {}  # lock path -> nesting depth in this process
 _guard = threading.Lock()

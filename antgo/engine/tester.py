@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from antgo.engine.evaluation import evaluate, json_safe
+from antgo.fileio import atomic_write_text
 from antgo.config import load_config
 
 logger = logging.getLogger(__name__)
@@ -122,9 +123,7 @@ class Tester:
                                 channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
                                 desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")))
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
-        os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
-        with open(json_file, "w", encoding="utf-8") as f:
-            json.dump(json_safe(self.results), f, indent=2)
+        atomic_write_text(json_file, json.dumps(json_safe(self.results), indent=2))
         self.json_file = json_file
         logger.info("Test metrics: %s; written to %s", ", ".join(f"{k}={v:.4f}" for k, v in self.results.items()),
                     json_file)
