@@ -115,20 +115,23 @@ def resolve_in_run(path: str | None, work_dir: str | os.PathLike) -> str | None:
     return path if os.path.isabs(path) else os.path.join(os.path.abspath(os.fspath(work_dir)), path)
 
 
-def _split_file(reader: Any) -> str | None:
+_SOURCE_FILES = (("split_file", "split file"), ("ann_file", "annotation file"), ("list_file", "list file"))
+
+
+def _source(reader: Any) -> str:
+    """' (its split file …/val.txt lists no samples)' for the data sets that say where they read from."""
     dataset = getattr(reader, "dataset", reader)
-    for attr in ("split_file", "ann_file", "list_file"):
+    for attr, kind in _SOURCE_FILES:
         value = getattr(dataset, attr, None)
         if value:
-            return str(value)
-    return None
+            return f" (its {kind} {value} lists no samples)"
+    return ""
 
 
 def require_samples(reader: Any, key_path: str) -> None:
     """Raise :class:`EmptySplitError` when the split ``key_path`` (``data.train``) has no samples."""
     if len(reader) > 0:
         return
-    source = _split_file(reader)
-    where = f" (its split file {source} lists no ids)" if source else ""
+    where = _source(reader)
     raise EmptySplitError(f"{key_path} has no samples{where}. Fill the split file, point {key_path}.dir at the "
                           f"right folder, or remove {key_path} from the config.")
