@@ -3,7 +3,9 @@
 ``with RunLock(work_dir): ...`` creates ``<work_dir>/.antgo.lock`` (JSON: pid, host, start time, command)
 with ``O_CREAT | O_EXCL``. A second process refuses at once with :class:`RunFolderLocked` naming the holder.
 A lock left by a process that no longer runs (same host) is stale: it is taken over with a warning. The lock is
-re-entrant within a process (the flow holds it around its stages; the Trainer inside takes it again).
+re-entrant within a process (the flow holds it around its stages; the Trainer inside takes it again) and
+shared with the processes the holder starts (``torchrun`` launched from the flow): the holder lists its locks in
+the environment variable ``ANTGO_RUN_LOCKS``, which only its descendants inherit.
 Taking the lock also removes temporary files that an interrupted write left behind (``.tmp_*.pth``, ...).
 """
 from __future__ import annotations
@@ -27,7 +29,10 @@ LOCK_NAME = ".antgo.lock"
 # what atomic writers leave when killed between writing and os.replace
 TEMP_PATTERNS = (".tmp_*.pth", "*.pth.tmp*", "*.json.tmp", "*.json.tmp*", ".*.tmp[0-9]*")
 
+LOCKS_ENV = "ANTGO_RUN_LOCKS"  # JSON {lock path: holder pid}, inherited by the processes the holder starts
+
 _held: dict[str, int] = {}  # lock path -> nesting depth in this process
+_shared: set[str] = set()  # locks this process uses on behalf of the parent that holds them
 _guard = threading.Lock()
 
 
@@ -51,6 +56,25 @@ def _not_zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _env_locks() -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads(os.environ.get(LOCKS_ENV) or "{}").items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _set_env_lock(path: str, pid: int | None) -> None:
+    locks = _env_locks()
+    if pid is None:
+        locks.pop(path, None)
+    else:
+        locks[path] = pid
+    if locks:
+        os.environ[LOCKS_ENV] = json.dumps(locks)
+    else:
+        os.environ.pop(LOCKS_ENV, None)
 
 
 def _read_holder(path: str) -> dict[str, Any]:
@@ -123,6 +147,10 @@ class RunLock:
                 if self._try_create():
                     break
                 holder = _read_holder(self.path)
+                if self._held_by_parent(holder):
+                    _held[self.path] = 1
+                    _shared.add(self.path)
+                    return self  # the parent's run: its files are being written, leave them alone
                 if not self._is_stale(holder):
                     raise RunFolderLocked(
                         f"run folder {self.work_dir} is in use by {_describe(holder)}. Wait for that run to end, "
@@ -132,8 +160,14 @@ class RunLock:
             else:
                 raise RunFolderLocked(f"could not take the lock {self.path}: other processes keep racing for it")
             _held[self.path] = 1
+            _set_env_lock(self.path, os.getpid())
         clean_temp_files(self.work_dir)
         return self
+
+    def _held_by_parent(self, holder: dict[str, Any]) -> bool:
+        pid = holder.get("pid")
+        return (pid is not None and _env_locks().get(self.path) == int(pid) and int(pid) != os.getpid()
+                and holder.get("host") == socket.gethostname() and _pid_alive(int(pid)))
 
     def _take_over(self, holder: dict[str, Any]) -> None:
         logger.warning("run folder %s: taking over a stale lock of %s (that process no longer runs)",
@@ -157,6 +191,11 @@ class RunLock:
                 _held[self.path] = depth - 1
                 return
             _held.pop(self.path, None)
+            if self.path in _shared:
+                _shared.discard(self.path)
+                return
+            if depth:
+                _set_env_lock(self.path, None)
             if depth and int(_read_holder(self.path).get("pid", -1)) == os.getpid():
                 try:
                     os.remove(self.path)

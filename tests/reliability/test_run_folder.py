@@ -65,6 +65,31 @@ def test_unreadable_lock_file_counts_as_stale(tmp_path: Path) -> None:
         pass
 
 
+_CHILD = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("runlock", sys.argv[1])  # no torch import: fast
+runlock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runlock)
+runlock.RunLock(sys.argv[2]).acquire().release()
+"""
+
+
+def test_processes_started_by_the_holder_share_its_lock(tmp_path: Path) -> None:
+    """torchrun started from the flow: its rank 0 Trainer takes the flow's lock; an unrelated process cannot."""
+    import antgo.engine.runlock as runlock
+
+    run = tmp_path / "run"
+    argv = [sys.executable, "-c", _CHILD, runlock.__file__, str(run)]
+    with RunLock(run):
+        child = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert child.returncode == 0, child.stderr
+        assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()  # still ours
+        env = {k: v for k, v in os.environ.items() if k != runlock.LOCKS_ENV}
+        other = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        assert other.returncode != 0 and f"in use by pid {os.getpid()}" in other.stderr
+    assert runlock.LOCKS_ENV not in os.environ and not (run / LOCK_NAME).exists()
+
+
 def test_refused_run_leaves_no_empty_folder(tmp_path: Path, ctx: Ctx) -> None:
     fresh = tmp_path / "fresh"
     assert main(["train", ctx.write_cfg("optimzer = 1\n"), "--work-dir", str(fresh)]) == 1
