@@ -46,6 +46,7 @@ KNOWN_TOP_LEVEL_KEYS: frozenset[str] = frozenset({
 #: Predefined variables substituted in a config file's text before it runs, as mmengine does.
 PREDEFINED_VARIABLES = ("fileDirname", "fileBasename", "fileBasenameNoExtension", "fileExtname")
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_ENV_RE = re.compile(r"[\'\"]?\$(\w+)\s*(?::\s*(\S*?))?\s*[\'\"]?")  # {{ $NAME:default }}, quotes allowed
 
 TOP_LEVEL_TYPO_CUTOFF = 0.8
 
@@ -76,23 +77,36 @@ def _compile(source: str, path: str) -> Any:
 
 def substitute_predefined(source: str, path: str) -> str:
     """Replace ``{{ fileDirname }}``, ``{{ fileBasename }}``, ``{{ fileBasenameNoExtension }}`` and
-    ``{{ fileExtname }}`` with this file's values (mmengine's rule); any other ``{{ ... }}`` is an error, so
-    a placeholder never survives silently as a literal string."""
+    ``{{ fileExtname }}`` with this file's values and ``{{ $NAME:default }}`` with the environment variable
+    ``NAME`` (else ``default``), as mmengine does; any other ``{{ ... }}`` is an error, so a placeholder never
+    survives silently as a literal string."""
     basename = os.path.basename(path)
     values = {"fileDirname": os.path.dirname(path), "fileBasename": basename,
               "fileBasenameNoExtension": os.path.splitext(basename)[0], "fileExtname": os.path.splitext(path)[1]}
 
     def replace(match: re.Match) -> str:
         name = match.group(1)
+        line = source.count("\n", 0, match.start()) + 1
         if name in values:
             return values[name].replace("\\", "/")
-        line = source.count("\n", 0, match.start()) + 1
+        env = _ENV_RE.fullmatch(name)
+        if env:
+            return _env_value(env.group(1), env.group(2), f"config file {path}, line {line}")
         raise ConfigError(f"config file {path}, line {line}: placeholder '{match.group(0)}' is not supported; "
-                          f"the predefined variables are {', '.join('{{ %s }}' % v for v in PREDEFINED_VARIABLES)}. "
+                          f"the predefined variables are {', '.join('{{ %s }}' % v for v in PREDEFINED_VARIABLES)} "
+                          f"and environment variables as {{{{ $NAME:default }}}}. "
                           f"Write the value itself (for a base file's value, import it with _base_ and "
                           f"override only what changes).")
 
     return _PLACEHOLDER_RE.sub(replace, source)
+
+
+def _env_value(name: str, default: str | None, where: str) -> str:
+    value = os.environ.get(name, default or None)
+    if value is None:
+        raise ConfigError(f"{where}: environment variable {name} is not set and '{{{{ ${name} }}}}' has no default; "
+                          f"export {name}=... or write '{{{{ ${name}:default }}}}'")
+    return value
 
 
 def _execute(path: str) -> dict[str, Any]:

@@ -60,6 +60,30 @@ def test_predefined_variables_are_substituted_as_mmengine_does(tmp_path: Path) -
     assert cfg.names == ["my_exp.py", str(tmp_path / "exp"), ".py"]
 
 
+def test_mmengine_predefined_var_fixture_loads_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mmengine's tests/data/config/py_config/test_predefined_var.py, plus its environment-variable form."""
+    path = write(tmp_path / "test_predefined_var.py", """
+        item1 = '{{fileBasename}}'
+        item2 = '{{ fileDirname}}'
+        item3 = 'abc_{{ fileBasenameNoExtension }}'
+        item4 = '{{ $MMENGINE:/unit/test }}'
+        epochs = {{'$ANTGO_TEST_EPOCHS:3'}}
+    """)
+    monkeypatch.delenv("MMENGINE", raising=False)
+    monkeypatch.setenv("ANTGO_TEST_EPOCHS", "7")
+    cfg = Config.fromfile(path)
+    assert cfg.to_dict() == {"item1": "test_predefined_var.py", "item2": str(tmp_path),
+                             "item3": "abc_test_predefined_var", "item4": "/unit/test", "epochs": 7}
+
+
+def test_unset_environment_variable_without_default_is_an_error(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTGO_NOT_SET", raising=False)
+    path = write(tmp_path / "cfg.py", "seed = 1\ntoken = '{{ $ANTGO_NOT_SET }}'\n")
+    with pytest.raises(ConfigError, match=r"line 2: environment variable ANTGO_NOT_SET is not set.*export"):
+        Config.fromfile(path)
+
+
 def test_base_file_placeholders_name_the_base(tmp_path: Path) -> None:
     write(tmp_path / "base.py", "work_dir = 'w/{{ fileBasenameNoExtension }}'\n")
     child = write(tmp_path / "child.py", "_base_ = 'base.py'\nseed = 1\n")
