@@ -4,7 +4,8 @@
 - :func:`antgo.engine.checkpoint.read_checkpoint` — the one checkpoint reader (``weights_only=True``);
 - :func:`build_model_from_checkpoint` — ``build_model(cfg.model)`` + strict, finite weights;
 - :func:`find_checkpoint` — where a run folder keeps its checkpoints (the rule the Trainer writes by);
-- :func:`resolve_out_dir`, :func:`run_relative`, :func:`resolve_in_run` — paths inside a run folder;
+- :func:`resolve_out_dir`, :func:`run_relative`, :func:`resolve_in_run`, :func:`resolve_beside_checkpoint` —
+  paths inside a run folder;
 - :func:`require_samples` — an empty split fails before training, naming the split and its file.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from antgo.engine.checkpoint import load_checkpoint
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_config", "build_model_from_checkpoint", "find_checkpoint", "checkpoint_folders",
-           "resolve_out_dir", "run_relative", "resolve_in_run", "require_samples", "EmptySplitError"]
+           "resolve_out_dir", "run_relative", "resolve_in_run", "resolve_beside_checkpoint", "require_samples",
+           "EmptySplitError"]
 
 CHECKPOINT_NAMES = ("best.pth", "latest.pth")
 
@@ -116,6 +118,17 @@ def resolve_in_run(path: str | None, work_dir: str | os.PathLike) -> str | None:
 
 
 _SOURCE_FILES = (("split_file", "split file"), ("ann_file", "annotation file"), ("list_file", "list file"))
+
+
+def resolve_beside_checkpoint(stored: str | None, checkpoint_path: str, meta: Mapping[str, Any]) -> str | None:
+    """A run-folder-relative path from a checkpoint's meta, resolved in the run folder that checkpoint lies in
+    now (its ``checkpoint_dir`` says where it sits inside that folder): a moved folder finds its own files."""
+    if not stored or os.path.isabs(stored):
+        return stored
+    inside = str(meta.get("checkpoint_dir") or ".")
+    folder = os.path.dirname(os.path.abspath(checkpoint_path))
+    root = folder if os.path.isabs(inside) else os.path.normpath(os.path.join(folder, os.path.relpath(".", inside)))
+    return resolve_in_run(stored, root)
 
 
 def _source(reader: Any) -> str:

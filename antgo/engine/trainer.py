@@ -77,19 +77,6 @@ def _dist_env() -> tuple[int, int, int]:
             int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def _resumed_path(stored: str | None, checkpoint_path: str, meta: Mapping[str, Any]) -> str | None:
-    """A run-folder-relative path from a checkpoint's meta, resolved in the folder that checkpoint lies in
-    (its ``checkpoint_dir`` says where it sits inside its run folder)."""
-    from antgo.engine.loading import resolve_in_run
-
-    if not stored or os.path.isabs(stored):
-        return stored
-    inside = str(meta.get("checkpoint_dir") or ".")
-    folder = os.path.dirname(os.path.abspath(checkpoint_path))
-    root = folder if os.path.isabs(inside) else os.path.normpath(os.path.join(folder, os.path.relpath(".", inside)))
-    return resolve_in_run(stored, root)
-
-
 class Trainer:
     """Train a model described by a config.
 
@@ -290,6 +277,7 @@ class Trainer:
 
     def _apply_resume(self) -> None:
         from antgo.engine.checkpoint import CheckpointError, restore_rng
+        from antgo.engine.loading import resolve_beside_checkpoint
 
         ckpt, self._resume = self._resume, None
         if ckpt is None:
@@ -305,7 +293,7 @@ class Trainer:
         self.latest_checkpoint = str(ckpt["path"])  # the newest state there is until this run saves one
         for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter"):
             setattr(self, key, meta.get(key))
-        self.best_checkpoint = _resumed_path(meta.get("best_checkpoint"), str(ckpt["path"]), meta)
+        self.best_checkpoint = resolve_beside_checkpoint(meta.get("best_checkpoint"), str(ckpt["path"]), meta)
         self.best_metrics = dict(meta.get("best_metrics") or {})
         self.history = list(meta.get("history") or [])
         for hook in self.hooks:
