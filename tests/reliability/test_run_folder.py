@@ -132,6 +132,7 @@ def test_cli_train_then_test_with_seed_layout_masks_secrets_and_records_override
         assert not any(s in text for s in ("tok-123456", "AKIA-SECRET-9", "hunter2-pw"))
     assert f"api_token = '{MASK}'" in dumped and f"password='{MASK}'" in meta["config"]
     assert meta["best_checkpoint"] == os.path.join("output", "best.pth") and meta["checkpoint_dir"] == "output"
+    assert json.loads((work / "output" / "best.json").read_text())["checkpoint"] == os.path.join("output", "best.pth")
     assert not (work / LOCK_NAME).exists()
     assert main(["test", path, "--work-dir", str(work)]) == 0  # finds output/best.pth
     assert (work / "eval_results.json").is_file()
