@@ -134,7 +134,8 @@ class RunLock:
         if holder.get("host") != socket.gethostname():
             return False  # cannot check a process on another machine: assume it runs
         pid = int(holder.get("pid", -1))
-        return pid != os.getpid() and not _pid_alive(pid)
+        # our own pid but not held here: an earlier process with the same pid (a restarted container) left it
+        return pid == os.getpid() or not _pid_alive(pid)
 
     def acquire(self) -> "RunLock":
         with _guard:

@@ -59,6 +59,13 @@ def test_stale_lock_is_taken_over_with_a_warning(tmp_path: Path, caplog: pytest.
     assert not any(p.exists() for p in leftovers) and (run / "output" / "latest.pth").read_text() == "kept"
 
 
+def test_lock_left_under_our_own_pid_counts_as_stale(tmp_path: Path) -> None:
+    """A restarted container often gets the pid its killed predecessor had."""
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    with RunLock(tmp_path):
+        assert "started" in json.loads((tmp_path / LOCK_NAME).read_text())
+
+
 def test_unreadable_lock_file_counts_as_stale(tmp_path: Path) -> None:
     (tmp_path / LOCK_NAME).write_text("{half")
     with RunLock(tmp_path):
