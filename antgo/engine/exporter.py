@@ -19,6 +19,7 @@ from torch import nn
 
 from antgo.config import load_config
 from antgo.engine.device import resolve_device
+from antgo.engine.loading import run_relative
 from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -161,19 +162,19 @@ class Exporter:
         self._run_export(wrapper, inputs, path, input_names, output_names, dynamic_axes, opset, dynamo)
         seconds = time.perf_counter() - start
         self._check(path, input_names, output_names)
+        folder = os.path.dirname(os.path.abspath(path))  # export.json's paths are relative to it when inside
         info = {
-            "onnx": os.path.abspath(path), "exporter": "dynamo" if dynamo else "torchscript", "opset_version": opset,
+            "onnx": run_relative(path, folder), "exporter": "dynamo" if dynamo else "torchscript", "opset_version": opset,
             "inputs": [{"name": n, "shape": ["batch", *s[1:]], "example_shape": s}
                        for n, s in zip(input_names, spec["input_shape_list"])],
             "outputs": [{"name": n, "shape": ["batch", *t.shape[1:]], "example_shape": list(t.shape)}
                         for n, t in zip(output_names, reference)],
-            "checkpoint": os.path.abspath(checkpoint), "sha256": sha256_of(path), "bytes": os.path.getsize(path),
+            "checkpoint": run_relative(checkpoint, folder), "sha256": sha256_of(path), "bytes": os.path.getsize(path),
             "config": getattr(self.cfg, "filename", None), "model": type(model).__name__,
             "torch_version": str(torch.__version__), "export_seconds": round(seconds, 3),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        atomic_write_text(os.path.join(os.path.dirname(os.path.abspath(path)), "export.json"),
-                          json.dumps(info, indent=2))
+        atomic_write_text(os.path.join(folder, "export.json"), json.dumps(info, indent=2))
         logger.info("exported %s (%s, opset %d, %.1f s): inputs %s, outputs %s", path, info["exporter"], opset,
                     seconds, [i["shape"] for i in info["inputs"]], [o["shape"] for o in info["outputs"]])
         return path

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from antgo.engine.exporter import build_export_model, load_config
+from antgo.engine.loading import resolve_in_run
 from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -234,8 +235,9 @@ def _checkpoint_from_export_json(onnx_path: str) -> str | None:
     if os.path.isfile(info):
         with open(info) as f:
             data = json.load(f)
-        if os.path.abspath(data.get("onnx", "")) == os.path.abspath(onnx_path):
-            return data.get("checkpoint")
+        folder = os.path.dirname(info)  # paths inside the folder are stored relative to it (it may move)
+        if os.path.abspath(resolve_in_run(data.get("onnx", ""), folder) or "") == os.path.abspath(onnx_path):
+            return resolve_in_run(data.get("checkpoint"), folder)
     return None
 
 

@@ -177,3 +177,16 @@ def test_crafted_checkpoint_creates_nothing_in_a_real_process(ctx: Ctx) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "UnsafeCheckpointError" in proc.stderr and crafted in proc.stderr and "--unsafe-load" in proc.stderr
     assert not (ctx.tmp / MARKER).exists()
+
+
+def test_moved_export_folder_verifies_with_its_own_checkpoint(ctx: Ctx, tmp_path: Path) -> None:
+    from antgo.engine import verify_parity
+
+    cfg_path = ctx.write_cfg()
+    assert main(["export", cfg_path, "--work-dir", str(ctx.run)]) == 0  # finds output/best.pth
+    info = json.loads((ctx.run / "export.json").read_text())
+    assert info["onnx"] == "cfg.onnx" and info["checkpoint"] == os.path.join("output", "best.pth")
+    moved = tmp_path / "moved"
+    shutil.move(str(ctx.run), moved)
+    report = verify_parity(cfg_path, str(moved / "cfg.onnx"), work_dir=str(tmp_path / "report"))
+    assert report["passed"] and report["checkpoint"] == str(moved / "output" / "best.pth")
