@@ -1,12 +1,14 @@
-"""The geometric transforms of a batch as one per-sample affine map and one sampling pass.
+"""The geometric transforms of a batch: per-sample affine maps, sampled the way OpenCV samples them.
 
 Each standard geometric transform (Rotation, ResizeS, RandomScaleCrop, RandomFlipImage) draws its random
-parameters exactly as on the CPU and becomes a 3x3 matrix from its input canvas to its output canvas (pixel
-centres at integers, OpenCV's conventions). The product maps every output pixel back into the source image,
-so image and mask are sampled once: the image bilinearly (``grid_sample``), the mask by nearest index. Where
-the CPU chain would have filled (outside the source, a rotated-in corner, RandomScaleCrop's padding), the
-fill values are used. Masks follow ``cv2.resize``'s nearest rule (``src = floor(dst * scale)``) in resize
-steps, so a resize-only chain gives the CPU's mask exactly; images differ only by interpolation rounding.
+parameters exactly as on the CPU and becomes per-sample 3x3 matrices (pixel centres at integers, OpenCV's
+conventions). Images: one bilinear ``grid_sample`` per resampling step (a rotation, a resize; crops and flips
+are integer maps folded into it), rounded to uint8 values in between as the CPU chain does, so results
+differ from the CPU only by interpolation rounding (one level). A single composed pass would blur less than
+the CPU's two bilinear passes and differ by several levels at edges. Masks: one gather through the whole
+chain with each step's own nearest rule on integer pixels (``cv2.warpAffine`` rounds, ``cv2.resize`` floors),
+which reproduces the CPU mask. Where the CPU chain fills (outside the image, rotated-in corners,
+RandomScaleCrop's padding), the fill values are used.
 """
 from __future__ import annotations
 
@@ -21,26 +23,29 @@ import torch.nn.functional as F
 from antgo.data.transforms.crop import RandomScaleCrop
 from antgo.data.transforms.geometric import RandomFlipImage, ResizeS, Rotation
 
-_NEAREST_EPS = 1e-3  # floor(x) as round(x - 0.5 + eps): cv2.resize's nearest rule as a sampling position
+
+@dataclass
+class Step:
+    """One resampling step of one sample: ``kind`` (warp, resize, shift, flip), its source -> destination
+    matrix, its input canvas ``(w, h)`` and, for a shift, the content ``(w, h)`` beyond which lies padding."""
+    kind: str
+    matrix: np.ndarray
+    in_wh: tuple[int, int]
+    out_wh: tuple[int, int]
+    content_wh: tuple[int, int] | None = None
 
 
 @dataclass
 class SampleWarp:
-    """One sample's chain: output -> source maps for image and mask, canvases to check, label swaps."""
+    """One sample's geometric chain (the same kinds of steps for every sample of a batch) and label swaps."""
     canvas: tuple[int, int]  # current (w, h)
-    image: np.ndarray = field(default_factory=lambda: np.eye(3))  # source -> current canvas
-    mask: np.ndarray = field(default_factory=lambda: np.eye(3))
-    checks: list[tuple[np.ndarray, tuple[int, int]]] = field(default_factory=list)  # (source -> canvas, (w, h))
+    steps: list[Step] = field(default_factory=list)
     swap_labels: list[np.ndarray] = field(default_factory=list)  # one label table per flip that happened
 
-    def then(self, image: np.ndarray, mask: np.ndarray | None = None, canvas: tuple[int, int] | None = None) -> None:
-        self.image = image @ self.image
-        self.mask = (image if mask is None else mask) @ self.mask
-        self.canvas = canvas or self.canvas
-
-    def check_here(self) -> None:
-        """Later steps may look outside the current canvas: there the CPU chain has fill values."""
-        self.checks.append((self.image.copy(), self.canvas))
+    def add(self, kind: str, matrix: np.ndarray, out_wh: tuple[int, int] | None = None,
+            content_wh: tuple[int, int] | None = None) -> None:
+        self.steps.append(Step(kind, matrix, self.canvas, out_wh or self.canvas, content_wh))
+        self.canvas = out_wh or self.canvas
 
 
 def _affine(m: np.ndarray) -> np.ndarray:
@@ -50,19 +55,14 @@ def _affine(m: np.ndarray) -> np.ndarray:
 def _resize(warp: SampleWarp, w: int, h: int) -> None:
     W, H = warp.canvas
     sx, sy = w / W, h / H
-    image = _affine(np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]]))
-    mask = _affine(np.array([[sx, 0, (0.5 - _NEAREST_EPS) * sx], [0, sy, (0.5 - _NEAREST_EPS) * sy]]))
-    warp.then(image, mask, (w, h))
+    warp.add("resize", _affine(np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])), (w, h))
 
 
-def _rotation(t: Rotation, warp: SampleWarp, first: bool) -> None:
-    if np.random.rand() >= t.prob:
-        return
-    angle = float(np.random.uniform(*t.angle_range))
+def _rotation(t: Rotation, warp: SampleWarp) -> None:
     W, H = warp.canvas
-    if not first:
-        warp.check_here()
-    warp.then(_affine(cv2.getRotationMatrix2D(((W - 1) / 2.0, (H - 1) / 2.0), angle, 1.0)))
+    angle = float(np.random.uniform(*t.angle_range)) if np.random.rand() < t.prob else None
+    m = np.eye(3) if angle is None else _affine(cv2.getRotationMatrix2D(((W - 1) / 2.0, (H - 1) / 2.0), angle, 1.0))
+    warp.add("warp", m)  # a skipped rotation stays in the chain as the identity: every sample has the same steps
 
 
 def _scale_crop(t: RandomScaleCrop, warp: SampleWarp) -> None:
@@ -70,27 +70,24 @@ def _scale_crop(t: RandomScaleCrop, warp: SampleWarp) -> None:
     scale = float(np.random.uniform(*t.scale_range))
     nw, nh = max(int(round(W * scale)), 1), max(int(round(H * scale)), 1)
     _resize(warp, nw, nh)
-    warp.check_here()  # RandomScaleCrop pads beyond the rescaled image
-    PW, PH = max(nw, t.w), max(nh, t.h)
-    y0, x0 = t._window(PH, PW)
-    warp.then(_affine(np.array([[1.0, 0, -x0], [0, 1.0, -y0]])), canvas=(t.w, t.h))
+    y0, x0 = t._window(max(nh, t.h), max(nw, t.w))
+    warp.add("shift", _affine(np.array([[1.0, 0, -x0], [0, 1.0, -y0]])), (t.w, t.h), content_wh=(nw, nh))
 
 
 def _flip(t: RandomFlipImage, warp: SampleWarp) -> None:
-    if not np.random.rand() < t.prob:
-        return
     W, _ = warp.canvas
-    warp.then(_affine(np.array([[-1.0, 0, W - 1], [0, 1.0, 0]])))
-    if t.swap_labels:
+    flipped = bool(np.random.rand() < t.prob)
+    warp.add("flip", _affine(np.array([[-1.0, 0, W - 1], [0, 1.0, 0]])) if flipped else np.eye(3))
+    if flipped and t.swap_labels:
         warp.swap_labels.append(label_lut(t.swap_labels))
 
 
-def draw_warp(transforms: Sequence[object], width: int, height: int) -> SampleWarp:
-    """Draw one sample's geometric parameters (``np.random``, in pipeline order) and compose them."""
-    warp = SampleWarp(canvas=(width, height))
-    for i, t in enumerate(transforms):
+def draw_warp(transforms: Sequence[object], width: int, height: int, warp: SampleWarp | None = None) -> SampleWarp:
+    """Draw one sample's geometric parameters (``np.random``, in pipeline order) and append them to ``warp``."""
+    warp = warp or SampleWarp(canvas=(width, height))
+    for t in transforms:
         if isinstance(t, Rotation):
-            _rotation(t, warp, first=(i == 0))
+            _rotation(t, warp)
         elif isinstance(t, ResizeS):
             _resize(warp, t.w, t.h)
         elif isinstance(t, RandomScaleCrop):
@@ -102,74 +99,132 @@ def draw_warp(transforms: Sequence[object], width: int, height: int) -> SampleWa
     return warp
 
 
-def _output_coords(inverse: torch.Tensor, w: int, h: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) source coordinates ``(B, h, w)`` of every output pixel under per-sample ``(B, 3, 3)`` inverses."""
-    ys = torch.arange(h, dtype=torch.float32, device=inverse.device).view(1, h, 1)
-    xs = torch.arange(w, dtype=torch.float32, device=inverse.device).view(1, 1, w)
-    a = inverse[:, :2].float()
-    x = a[:, 0, 0, None, None] * xs + a[:, 0, 1, None, None] * ys + a[:, 0, 2, None, None]
-    y = a[:, 1, 0, None, None] * xs + a[:, 1, 1, None, None] * ys + a[:, 1, 2, None, None]
-    return x, y
+class _Batched:
+    """Step ``j`` of every sample as tensors: inverse matrices ``(B, 2, 3)``, input and content sizes."""
+
+    def __init__(self, warps: Sequence[SampleWarp], j: int, device: torch.device) -> None:
+        steps = [wp.steps[j] for wp in warps]
+        self.kind = steps[0].kind
+        self.inverse = torch.from_numpy(np.linalg.inv(np.stack([s.matrix for s in steps]))[:, :2]).float().to(device)
+        self.in_wh = torch.tensor([s.in_wh for s in steps], dtype=torch.float32, device=device).view(-1, 2, 1, 1)
+        self.out_hw = [(s.out_wh[1], s.out_wh[0]) for s in steps]
+        content = [s.content_wh or s.in_wh for s in steps]
+        self.content_wh = torch.tensor(content, dtype=torch.float32, device=device).view(-1, 2, 1, 1)
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.inverse
+        return (a[:, 0, 0, None, None] * x + a[:, 0, 1, None, None] * y + a[:, 0, 2, None, None],
+                a[:, 1, 0, None, None] * x + a[:, 1, 1, None, None] * y + a[:, 1, 2, None, None])
 
 
 def _inside(x: torch.Tensor, y: torch.Tensor, wh: torch.Tensor) -> torch.Tensor:
-    w, h = wh[:, 0, None, None], wh[:, 1, None, None]
-    return (x >= -0.5) & (y >= -0.5) & (x < w - 0.5) & (y < h - 0.5)
+    return (x >= -0.5) & (y >= -0.5) & (x < wh[:, 0] - 0.5) & (y < wh[:, 1] - 0.5)
 
 
-def _inverses(mats: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.linalg.inv(np.stack(mats))).to(device)
+def _image_coords(steps: Sequence[_Batched], w: int, h: int, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Input coordinates of a stage's output pixels and where the CPU chain has fill values there.
+
+    A stage is one resampling step (warp or resize) plus the integer steps after it (shift, flip).
+    Walking back from the output: a resize clamps to its input (``cv2.resize`` replicates the edge);
+    RandomScaleCrop's padding is fill; outside the input of a warp is left to the sampler, which blends
+    with the fill value as ``cv2.warpAffine`` does."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                          torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
+    x, y = x.expand(steps[0].inverse.shape[0], h, w), y.expand(steps[0].inverse.shape[0], h, w)
+    fill = None
+    for s in reversed(steps):
+        x, y = s.apply(x, y)
+        if s.kind == "resize":
+            x = torch.minimum(x.clamp(min=0), s.in_wh[:, 0] - 1)
+            y = torch.minimum(y.clamp(min=0), s.in_wh[:, 1] - 1)
+        elif s.kind == "shift":
+            outside = ~_inside(x, y, s.content_wh)
+            fill = outside if fill is None else fill | outside
+    return x, y, fill
 
 
-def _extra_fill(warps: Sequence[SampleWarp], device: torch.device, w: int, h: int) -> torch.Tensor | None:
-    """Output pixels that an intermediate canvas of the CPU chain would have filled ``(B, h, w)``."""
-    if not any(wp.checks for wp in warps):
-        return None
-    outside = torch.zeros((len(warps), h, w), dtype=torch.bool, device=device)
-    for k in range(max(len(wp.checks) for wp in warps)):
-        rows = [i for i, wp in enumerate(warps) if len(wp.checks) > k]
-        # output -> canvas_k = (source -> canvas_k) @ (output -> source)
-        mats = [warps[i].checks[k][0] @ np.linalg.inv(warps[i].image) for i in rows]
-        x, y = _output_coords(torch.from_numpy(np.stack(mats)).to(device), w, h)
-        wh = torch.tensor([warps[i].checks[k][1] for i in rows], dtype=torch.float32, device=device)
-        outside[rows] |= ~_inside(x, y, wh)
-    return outside
+def _stages(steps: Sequence[_Batched]) -> list[list[_Batched]]:
+    """Each warp or resize starts a stage; shifts and flips (integer maps) join the stage before them."""
+    stages: list[list[_Batched]] = []
+    for s in steps:
+        if s.kind in ("warp", "resize") or not stages:
+            stages.append([s])
+        else:
+            stages[-1].append(s)
+    return stages
+
+
+def _sample_stage(src: torch.Tensor, sizes: torch.Tensor, stage: Sequence[_Batched], fill_t: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One bilinear pass of ``src`` ``(B, C, H, W)`` (valid ``sizes`` = h, w) through ``stage``."""
+    B, _, H, W = src.shape
+    out_hw = torch.tensor(stage[-1].out_hw, dtype=torch.int64)
+    oh, ow = (int(v) for v in out_hw.max(0).values)
+    x, y, extra = _image_coords(stage, ow, oh, src.device)
+    has_fill = bool(fill_t.any())
+    if has_fill:
+        src = src - fill_t  # sample (image - fill) with zero padding: outside reads as the fill value
+    if bool((sizes != torch.tensor([H, W], device=sizes.device)).any()):  # padded samples: padding is outside
+        rows = torch.arange(H, device=src.device).view(1, 1, H, 1)
+        cols = torch.arange(W, device=src.device).view(1, 1, 1, W)
+        valid = (rows < sizes[:, 0].view(B, 1, 1, 1)) & (cols < sizes[:, 1].view(B, 1, 1, 1))
+        src = src * valid
+    grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], -1)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if extra is not None:
+        out = out.masked_fill_(extra.unsqueeze(1), 0.0)
+    if has_fill:
+        out = out + fill_t
+    return out.round_().clamp_(0, 255), out_hw.to(src.device)  # each CPU transform hands on uint8
+
+
+def _mask_index(steps: Sequence[_Batched], w: int, h: int, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source pixel of every output mask pixel, following each CPU step's nearest rule on integer pixels:
+    ``cv2.warpAffine`` rounds, ``cv2.resize`` takes ``floor(dst * in / out)``; and where the CPU fills."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
+                          torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
+    x, y = x.expand(steps[0].inverse.shape[0], h, w), y.expand(steps[0].inverse.shape[0], h, w)
+    fill = torch.zeros(x.shape, dtype=torch.bool, device=device)
+    out_wh = torch.tensor([w, h], dtype=torch.float64, device=device).view(1, 2, 1, 1)
+    for j in range(len(steps) - 1, -1, -1):
+        s = steps[j]
+        in_wh = s.in_wh.double()
+        if s.kind == "resize":
+            x = torch.minimum(torch.floor(x * (1.0 / (out_wh[:, 0] / in_wh[:, 0]))), in_wh[:, 0] - 1)  # cv2: x * (1/fx)
+            y = torch.minimum(torch.floor(y * (1.0 / (out_wh[:, 1] / in_wh[:, 1]))), in_wh[:, 1] - 1)
+        else:
+            x, y = s.apply(x, y)
+            x, y = torch.floor(x.double() + 0.5), torch.floor(y.double() + 0.5)  # round half up
+            bounds = s.content_wh.double() if s.kind == "shift" else in_wh
+            fill |= (x < 0) | (y < 0) | (x >= bounds[:, 0]) | (y >= bounds[:, 1])
+        out_wh = in_wh
+    return x.long(), y.long(), fill
 
 
 def warp_batch(image: torch.Tensor, segments: torch.Tensor | None, sizes: torch.Tensor,
                warps: Sequence[SampleWarp], fill: Sequence[float], seg_fill: int
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample the padded batch ``image`` uint8 ``(B, H, W, C)`` (valid ``sizes`` ``(B, 2)`` = h, w) and
-    ``segments`` ``(B, H, W)`` through ``warps``; returns float ``(B, C, h, w)`` (not rounded) and uint8 masks."""
+    ``segments`` ``(B, H, W)`` through ``warps``; returns integer-valued float ``(B, C, h, w)`` and uint8 masks."""
     B, H, W, C = image.shape
     w, h = warps[0].canvas
     if any(wp.canvas != (w, h) for wp in warps):
         raise ValueError(f"device augmentation: samples end at different sizes {sorted({wp.canvas for wp in warps})}; "
                          f"the pipeline needs a fixed-size step (ResizeS, RandomScaleCrop)")
     device = image.device
-    src_wh = sizes.flip(1).to(device=device, dtype=torch.float32)  # (w, h)
+    steps = [_Batched(warps, j, device) for j in range(len(warps[0].steps))]
     fill_t = torch.tensor(list(fill)[:C] + [0.0] * max(C - len(fill), 0), device=device).view(1, C, 1, 1)
-    extra = _extra_fill(warps, device, w, h)
-    x, y = _output_coords(_inverses([wp.image for wp in warps], device), w, h)
-    src = image.permute(0, 3, 1, 2).float()
-    rows = torch.arange(H, device=device).view(1, 1, H, 1)
-    cols = torch.arange(W, device=device).view(1, 1, 1, W)
-    valid = (rows < sizes[:, 0].to(device).view(B, 1, 1, 1)) & (cols < sizes[:, 1].to(device).view(B, 1, 1, 1))
-    src = torch.where(valid, src - fill_t, torch.zeros((), device=device))  # 0 = fill after the shift
-    grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], -1)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill_t
-    if extra is not None:
-        out = torch.where(extra.unsqueeze(1), fill_t.expand_as(out), out)
+    out, out_sizes = image.permute(0, 3, 1, 2).float(), sizes.to(device)
+    for stage in _stages(steps):
+        out, out_sizes = _sample_stage(out, out_sizes, stage, fill_t)
     if segments is None:
         return out, None
-    mx, my = _output_coords(_inverses([wp.mask for wp in warps], device), w, h)
-    ix, iy = torch.floor(mx + 0.5).long(), torch.floor(my + 0.5).long()  # cv2's nearest: round half up
-    inside = (ix >= 0) & (iy >= 0) & (ix < src_wh[:, 0, None, None]) & (iy < src_wh[:, 1, None, None])
+    ix, iy, outside = _mask_index(steps, w, h, device)
     flat = (iy.clamp(0, H - 1) * W + ix.clamp(0, W - 1)).view(B, -1)
     seg = torch.gather(segments.reshape(B, -1), 1, flat).view(B, h, w)
-    seg = torch.where(inside, seg, torch.full_like(seg, seg_fill))
-    if extra is not None:
-        seg = torch.where(extra, torch.full_like(seg, seg_fill), seg)
+    seg = torch.where(outside, torch.full_like(seg, seg_fill), seg)
     return out, _swap_labels(seg, warps)
 
 

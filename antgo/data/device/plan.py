@@ -120,11 +120,7 @@ class BatchAugment:
             after = [t for t in self.geometric if t not in before]
             warp = draw_warp(before, w, h)
             colours.append(self.colour.draw_params() if self.colour is not None else None)
-            if after:
-                for t in after:  # flips only (the order check keeps other geometry before ColorDistort)
-                    warp_after = draw_warp([t], *warp.canvas)
-                    warp.then(warp_after.image, warp_after.mask)
-                    warp.swap_labels.extend(warp_after.swap_labels)
+            draw_warp(after, w, h, warp)  # flips only (the order check keeps other geometry before ColorDistort)
             warps.append(warp)
         return warps, colours
 
@@ -134,7 +130,6 @@ class BatchAugment:
         warps, colours = self._draw(sizes)
         if self.geometric:
             img, segments = warp_batch(image, segments, sizes, warps, self.fill, self.seg_fill)
-            img = img.round_().clamp_(0, 255)  # the CPU transforms hand uint8 images on
         else:
             img = image.permute(0, 3, 1, 2).float()
         if self.colour is not None:
