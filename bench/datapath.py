@@ -4,7 +4,8 @@ Both sides read the same generated VOC-layout set (~450x350 JPEGs, palette masks
 operations in one thread: decode image and mask, rotate both (p=0.5, +-30 deg), resize to 256x256,
 brightness / contrast / saturation / hue jitter (each p=0.5), horizontal flip (p=0.5), ``/255`` +
 normalise to a CHW float tensor, mask to ``(1, H, W)``. The baseline is plain OpenCV/numpy/PIL and shares
-no code with antgo. Interleaved rounds; prints ms/sample of each and the median ratio
+no code with antgo. Rounds over all samples, the two timed alternately sample by sample (the order swapping
+every round); prints ms/sample of each and the median ratio
 baseline_time / antgo_time (>= 1.0: antgo is at least as fast). A benchmark, not a test::
 
     .venv/bin/python bench/datapath.py [--rounds 5] [--samples 64] [--stages]
@@ -97,11 +98,16 @@ class HandChain:
         return {"image": torch.from_numpy(chw), "segments": torch.from_numpy(np.ascontiguousarray(mask[None]))}
 
 
-def time_per_sample(fn, n: int) -> float:
-    t0 = time.perf_counter()
+def interleaved_round(hand, antgo, n: int, hand_first: bool) -> tuple[float, float]:
+    """ms/sample of each, timing them alternately sample by sample so load changes hit both alike."""
+    totals = {"hand": 0.0, "antgo": 0.0}
+    order = (("hand", hand), ("antgo", antgo)) if hand_first else (("antgo", antgo), ("hand", hand))
     for i in range(n):
-        fn(i)
-    return (time.perf_counter() - t0) / n * 1e3
+        for name, fn in order:
+            t0 = time.perf_counter()
+            fn(i)
+            totals[name] += time.perf_counter() - t0
+    return totals["hand"] / n * 1e3, totals["antgo"] / n * 1e3
 
 
 def stage_costs(reader, n: int) -> None:
@@ -135,11 +141,10 @@ def main() -> int:
                                     inputs_def=dict(fields=["image", "segments"])))
         hand = HandChain(reader.dataset.voc_root, reader.dataset.ids)
         n = len(reader)
-        time_per_sample(reader.__getitem__, n), time_per_sample(hand, n)  # warm the page cache and the code
+        interleaved_round(hand, reader.__getitem__, n, True)  # warm the page cache and the code
         ratios = []
         for r in range(args.rounds):
-            t_hand = time_per_sample(hand, n)
-            t_antgo = time_per_sample(reader.__getitem__, n)
+            t_hand, t_antgo = interleaved_round(hand, reader.__getitem__, n, hand_first=r % 2 == 0)
             ratios.append(t_hand / t_antgo)
             print(f"round {r}: hand-written OpenCV {t_hand:.3f} ms/sample, antgo {t_antgo:.3f} ms/sample, "
                   f"ratio {ratios[-1]:.3f}")
