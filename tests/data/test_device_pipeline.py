@@ -41,7 +41,10 @@ def split_cfg(voc, pipeline, **extra):
                 pipeline=pipeline, inputs_def=dict(fields=["image", "segments"]), **extra)
 
 
-def both_paths(voc, pipeline, seed=0):
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def both_paths(voc, pipeline, seed=0, device="cpu"):
     """(CPU batch, device batch) of all samples, each path drawing from np.random seeded with ``seed``."""
     cfg = split_cfg(voc, pipeline, device_augmentation=True)
     cpu_cfg, batch_transform = split_for_device(cfg, "cpu")
@@ -51,7 +54,8 @@ def both_paths(voc, pipeline, seed=0):
     ref = collate([full[i] for i in range(len(full))])
     batch = part.collate_fn([part[i] for i in range(len(part))])
     np.random.seed(seed)
-    return ref, batch_transform(batch)
+    out = batch_transform({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    return ref, {k: v.cpu() for k, v in out.items()}
 
 
 def levels(batch):
@@ -101,17 +105,19 @@ def test_geometry_matches_the_cpu_chain(voc, geometry):
     assert (out["segments"] == ref["segments"]).float().mean() >= 0.9995
 
 
-def test_seed_pipeline_matches_the_cpu_chain(voc):
-    ref, out = both_paths(voc, SEED, seed=2)
+@pytest.mark.parametrize("device", DEVICES)
+def test_seed_pipeline_matches_the_cpu_chain(voc, device):
+    ref, out = both_paths(voc, SEED, seed=2, device=device)
     diff = (levels(out) - levels(ref)).abs()
     # a one-level difference after resizing can move an HSV rounding step: a few levels on a few pixels
     assert diff.mean() < 0.5 and torch.quantile(diff.flatten(), 0.99) <= 3
     assert torch.equal(out["segments"], ref["segments"])
 
 
-def test_uint8_to_device_normalisation_equals_cpu_to_tensor_normalize(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_uint8_to_device_normalisation_equals_cpu_to_tensor_normalize(tmp_path, device):
     root = make_voc_tree(tmp_path, splits={"train": 4, "val": 1}, size_range=(24, 24), num_classes=3, seed=1)
-    ref, out = both_paths(root, list(TAIL))
+    ref, out = both_paths(root, list(TAIL), device=device)
     torch.testing.assert_close(out["image"], ref["image"], rtol=0, atol=1e-6)
     assert torch.equal(out["segments"], ref["segments"])
 
@@ -126,7 +132,7 @@ def test_random_parameters_are_drawn_as_on_the_cpu(voc):
     np.random.seed(11)
     metas = [full[i % len(full)]["image_meta"] for i in range(200)]
     np.random.seed(11)
-    warps, _ = batch_transform._draw(torch.tensor([[60, 50]] * 200))
+    warps, _ = batch_transform._draw([(60, 50)] * 200)
     angles = [np.degrees(np.arctan2(w.steps[0].matrix[1, 0], w.steps[0].matrix[0, 0])) for w in warps]
     cpu_angles = [m.get("rotation", 0.0) for m in metas]
     np.testing.assert_allclose(angles, [-a for a in cpu_angles], atol=1e-9)  # cv2's matrix turns clockwise in y-down
@@ -140,7 +146,7 @@ def test_pad_collate_pads_and_carries_sizes():
                for i, (h, w) in enumerate([(4, 6), (5, 3)])]
     b = pad_collate(samples)
     assert b["image"].shape == (2, 5, 6, 3) and b["image"].dtype == torch.uint8
-    assert b["image_hw"].tolist() == [[4, 6], [5, 3]] and b["label"].tolist() == [0, 1]
+    assert b["image_hw"] == [(4, 6), (5, 3)] and b["label"].tolist() == [0, 1]
     assert int(b["image"][0, 4].max()) == 0 and int(b["segments"][1, :, 3:].min()) == 255
     with pytest.raises(TypeError, match="sample 1 of the batch has 'image'"):
         pad_collate([samples[0], {**samples[1], "image": np.zeros((5, 3, 3), np.float32)}])
@@ -190,3 +196,22 @@ def test_device_batches_through_the_loader(voc):
     batches = [bt(b) for b in loader]
     assert len(batches) == 2 and all(b["image"].shape == (5, 3, 64, 64) for b in batches)
     assert all(set(b) == {"image", "segments"} and b["segments"].shape == (5, 1, 64, 64) for b in batches)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_transform_never_waits_for_the_device(voc):
+    cpu_cfg, batch_transform = split_for_device(split_cfg(voc, SEED), "cuda")
+    part = build_dataset(cpu_cfg)
+    batch = part.collate_fn([part[i] for i in range(8)])
+
+    def on_device():
+        return {k: v.pin_memory().to("cuda", non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    batch_transform(on_device())  # the first call copies the constant tables to the device
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = batch_transform(on_device())
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert out["image"].is_cuda and out["image"].shape == (8, 3, 64, 64)

@@ -24,12 +24,13 @@ def _as_tensor(key: str, index: int, value: Any, ndim: int) -> torch.Tensor:
 
 def pad_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Images ``uint8 (B, Hmax, Wmax, C)`` (zero padded), ``segments`` ``uint8 (B, Hmax, Wmax)`` (padded
-    with 255), ``image_hw`` ``int64 (B, 2)`` each sample's own height and width; other fields as ``collate``."""
+    with 255), ``image_hw`` a list of each sample's own ``(h, w)`` (host values: the batch transform needs
+    them without reading the device); other fields as ``collate``."""
     if not batch:
         raise ValueError("collate: empty batch")
     images = [_as_tensor(IMAGE_KEY, i, s[IMAGE_KEY], 3) for i, s in enumerate(batch)]
-    sizes = torch.tensor([img.shape[:2] for img in images], dtype=torch.int64)
-    H, W = (int(v) for v in sizes.max(0).values)
+    sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
+    H, W = max(h for h, _ in sizes), max(w for _, w in sizes)
     out = torch.zeros((len(batch), H, W, images[0].shape[2]), dtype=torch.uint8)
     for i, img in enumerate(images):
         out[i, :img.shape[0], :img.shape[1]] = img

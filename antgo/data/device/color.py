@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from antgo.data.device.transfer import to_device
 from antgo.data.transforms.photometric import _LUMA, ColorParams
 
 _HSV_SHIFT = 12
@@ -21,15 +22,22 @@ _HDIV180 = [0] + [int(np.rint((180 << _HSV_SHIFT) / (6.0 * i))) for i in range(1
 _SECTOR = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]]
 
 
-def _tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (torch.tensor(_SDIV, dtype=torch.int32, device=device),
-            torch.tensor(_HDIV180, dtype=torch.int32, device=device),
-            torch.tensor(_SECTOR, dtype=torch.long, device=device))
+_TABLES: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+
+def _tables(device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(S divisors, H divisors, sectors, luma weights) on ``device``, copied there once."""
+    if device not in _TABLES:
+        _TABLES[device] = (to_device(torch.tensor(_SDIV, dtype=torch.int32), device),
+                           to_device(torch.tensor(_HDIV180, dtype=torch.int32), device),
+                           to_device(torch.tensor(_SECTOR, dtype=torch.long), device),
+                           to_device(torch.from_numpy(_LUMA.astype(np.float64)), device))
+    return _TABLES[device]
 
 
 def rgb_to_hsv8(rgb: torch.Tensor) -> torch.Tensor:
     """``cv2.COLOR_RGB2HSV`` on uint8 values: ``(B, 3, H, W)`` integer-valued -> H 0-179, S and V 0-255."""
-    sdiv, hdiv, _ = _tables(rgb.device)
+    sdiv, hdiv, _, _ = _tables(rgb.device)
     r, g, b = rgb.to(torch.int32).unbind(1)
     v = torch.maximum(torch.maximum(r, g), b)
     diff = v - torch.minimum(torch.minimum(r, g), b)
@@ -52,7 +60,7 @@ def hsv8_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     OpenCV's vectorised loop truncates; its scalar loop for the last few pixels of a row rounds, so
     those pixels may differ by one level.
     """
-    _, _, sector_table = _tables(hsv.device)
+    _, _, sector_table, _ = _tables(hsv.device)
     h8, s8, v8 = hsv.unbind(1)
     h = h8.float() * np.float32(6.0 / 180.0)
     s = s8.float() * np.float32(1.0 / 255.0)
@@ -69,17 +77,17 @@ def hsv8_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 def _per_sample(values: Sequence[float | None], default: float, like: torch.Tensor) -> torch.Tensor:
     arr = np.array([default if v is None else v for v in values], dtype=np.float32)  # float32 like the CPU LUTs
-    return torch.from_numpy(arr).to(like.device).view(-1, 1, 1, 1)
+    return to_device(torch.from_numpy(arr), like.device).view(-1, 1, 1, 1)
 
 
 def _flags(values: Sequence[object], like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([v is not None and v is not False for v in values], device=like.device).view(-1, 1, 1, 1)
+    return to_device(torch.tensor([v is not None and v is not False for v in values]), like.device).view(-1, 1, 1, 1)
 
 
 def _mean_grey(img: torch.Tensor) -> torch.Tensor:
     """Per-sample mean BT.601 luma in float64, as ``cv2.mean`` + the dot product on the CPU."""
     means = img.double().mean(dim=(2, 3))
-    return (means @ torch.from_numpy(_LUMA.astype(np.float64)).to(img.device)).view(-1, 1, 1, 1)
+    return (means @ _tables(img.device)[3]).view(-1, 1, 1, 1)
 
 
 def _u8(x: torch.Tensor) -> torch.Tensor:
@@ -106,10 +114,9 @@ def color_distort_batch(img: torch.Tensor, params: Sequence[ColorParams]) -> tor
     x = torch.where(has_b, img * bright, img)
     scale = torch.where(has_b, bright.double(), torch.ones_like(bright, dtype=torch.float64))
     x = torch.where(first, _contrast(x, base_grey * scale, alpha), x)
-    if bool(has_hsv.any()):
+    if any(p.saturation is not None or p.hue is not None for p in params):  # decided on the host: no sync
         hsv = rgb_to_hsv8(_u8(x)).float()
-        h = torch.where(has_h, torch.minimum(_u8(torch.remainder(hsv[:, 0:1] + hue, 180.0)),
-                                                       torch.tensor(179.0, device=img.device)), hsv[:, 0:1])
+        h = torch.where(has_h, _u8(torch.remainder(hsv[:, 0:1] + hue, 180.0)).clamp_(max=179.0), hsv[:, 0:1])
         s = torch.where(has_s, _u8(torch.clamp(hsv[:, 1:2] * sat, 0, 255)), hsv[:, 1:2])
         rgb = hsv8_to_rgb(torch.cat([h, s, hsv[:, 2:3]], 1))
         x = torch.where(has_hsv, rgb, x)

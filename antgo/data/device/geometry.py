@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from antgo.data.device.transfer import to_device
 from antgo.data.transforms.crop import RandomScaleCrop
 from antgo.data.transforms.geometric import RandomFlipImage, ResizeS, Rotation
 
@@ -105,11 +106,12 @@ class _Batched:
     def __init__(self, warps: Sequence[SampleWarp], j: int, device: torch.device) -> None:
         steps = [wp.steps[j] for wp in warps]
         self.kind = steps[0].kind
-        self.inverse = torch.from_numpy(np.linalg.inv(np.stack([s.matrix for s in steps]))[:, :2]).float().to(device)
-        self.in_wh = torch.tensor([s.in_wh for s in steps], dtype=torch.float32, device=device).view(-1, 2, 1, 1)
+        self.inverse = to_device(torch.from_numpy(np.linalg.inv(np.stack([s.matrix for s in steps]))[:, :2]).float(),
+                                 device)
+        self.in_wh = to_device(torch.tensor([s.in_wh for s in steps], dtype=torch.float32), device).view(-1, 2, 1, 1)
         self.out_hw = [(s.out_wh[1], s.out_wh[0]) for s in steps]
         content = [s.content_wh or s.in_wh for s in steps]
-        self.content_wh = torch.tensor(content, dtype=torch.float32, device=device).view(-1, 2, 1, 1)
+        self.content_wh = to_device(torch.tensor(content, dtype=torch.float32), device).view(-1, 2, 1, 1)
 
     def apply(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.inverse
@@ -155,28 +157,32 @@ def _stages(steps: Sequence[_Batched]) -> list[list[_Batched]]:
     return stages
 
 
-def _sample_stage(src: torch.Tensor, sizes: torch.Tensor, stage: Sequence[_Batched], fill_t: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One bilinear pass of ``src`` ``(B, C, H, W)`` (valid ``sizes`` = h, w) through ``stage``."""
-    B, _, H, W = src.shape
-    out_hw = torch.tensor(stage[-1].out_hw, dtype=torch.int64)
-    oh, ow = (int(v) for v in out_hw.max(0).values)
+def _sample_stage(src: torch.Tensor, sizes: Sequence[tuple[int, int]], stage: Sequence[_Batched],
+                  fill: Sequence[float]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """One bilinear pass of ``src`` ``(B, C, H, W)`` (valid ``sizes`` = (h, w) per sample) through ``stage``.
+
+    Every decision is taken on host values, so nothing waits for the device."""
+    B, C, H, W = src.shape
+    out_hw = list(stage[-1].out_hw)
+    oh, ow = max(h for h, _ in out_hw), max(w for _, w in out_hw)
     x, y, extra = _image_coords(stage, ow, oh, src.device)
-    has_fill = bool(fill_t.any())
-    if has_fill:
+    fill_t = None
+    if any(fill):
+        fill_t = to_device(torch.tensor(list(fill)[:C] + [0.0] * max(C - len(fill), 0)), src.device).view(1, C, 1, 1)
         src = src - fill_t  # sample (image - fill) with zero padding: outside reads as the fill value
-    if bool((sizes != torch.tensor([H, W], device=sizes.device)).any()):  # padded samples: padding is outside
+    if any(tuple(hw) != (H, W) for hw in sizes):  # padded samples: the padding is outside the image
+        hw = to_device(torch.tensor(list(sizes), dtype=torch.int64), src.device)
         rows = torch.arange(H, device=src.device).view(1, 1, H, 1)
         cols = torch.arange(W, device=src.device).view(1, 1, 1, W)
-        valid = (rows < sizes[:, 0].view(B, 1, 1, 1)) & (cols < sizes[:, 1].view(B, 1, 1, 1))
+        valid = (rows < hw[:, 0].view(B, 1, 1, 1)) & (cols < hw[:, 1].view(B, 1, 1, 1))
         src = src * valid
     grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], -1)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if extra is not None:
         out = out.masked_fill_(extra.unsqueeze(1), 0.0)
-    if has_fill:
+    if fill_t is not None:
         out = out + fill_t
-    return out.round_().clamp_(0, 255), out_hw.to(src.device)  # each CPU transform hands on uint8
+    return out.round_().clamp_(0, 255), out_hw  # each CPU transform hands on uint8
 
 
 def _mask_index(steps: Sequence[_Batched], w: int, h: int, device: torch.device
@@ -187,26 +193,26 @@ def _mask_index(steps: Sequence[_Batched], w: int, h: int, device: torch.device
                           torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
     x, y = x.expand(steps[0].inverse.shape[0], h, w), y.expand(steps[0].inverse.shape[0], h, w)
     fill = torch.zeros(x.shape, dtype=torch.bool, device=device)
-    out_wh = torch.tensor([w, h], dtype=torch.float64, device=device).view(1, 2, 1, 1)
+    out_w, out_h = float(w), float(h)
     for j in range(len(steps) - 1, -1, -1):
         s = steps[j]
         in_wh = s.in_wh.double()
-        if s.kind == "resize":
-            x = torch.minimum(torch.floor(x * (1.0 / (out_wh[:, 0] / in_wh[:, 0]))), in_wh[:, 0] - 1)  # cv2: x * (1/fx)
-            y = torch.minimum(torch.floor(y * (1.0 / (out_wh[:, 1] / in_wh[:, 1]))), in_wh[:, 1] - 1)
+        if s.kind == "resize":  # cv2: floor(x * (1 / fx)), fx = out / in
+            x = torch.minimum(torch.floor(x * (1.0 / (out_w / in_wh[:, 0]))), in_wh[:, 0] - 1)
+            y = torch.minimum(torch.floor(y * (1.0 / (out_h / in_wh[:, 1]))), in_wh[:, 1] - 1)
         else:
             x, y = s.apply(x, y)
             x, y = torch.floor(x.double() + 0.5), torch.floor(y.double() + 0.5)  # round half up
             bounds = s.content_wh.double() if s.kind == "shift" else in_wh
             fill |= (x < 0) | (y < 0) | (x >= bounds[:, 0]) | (y >= bounds[:, 1])
-        out_wh = in_wh
+        out_w, out_h = in_wh[:, 0], in_wh[:, 1]
     return x.long(), y.long(), fill
 
 
-def warp_batch(image: torch.Tensor, segments: torch.Tensor | None, sizes: torch.Tensor,
+def warp_batch(image: torch.Tensor, segments: torch.Tensor | None, sizes: Sequence[tuple[int, int]],
                warps: Sequence[SampleWarp], fill: Sequence[float], seg_fill: int
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sample the padded batch ``image`` uint8 ``(B, H, W, C)`` (valid ``sizes`` ``(B, 2)`` = h, w) and
+    """Sample the padded batch ``image`` uint8 ``(B, H, W, C)`` (valid ``sizes``: (h, w) per sample) and
     ``segments`` ``(B, H, W)`` through ``warps``; returns integer-valued float ``(B, C, h, w)`` and uint8 masks."""
     B, H, W, C = image.shape
     w, h = warps[0].canvas
@@ -215,10 +221,9 @@ def warp_batch(image: torch.Tensor, segments: torch.Tensor | None, sizes: torch.
                          f"the pipeline needs a fixed-size step (ResizeS, RandomScaleCrop)")
     device = image.device
     steps = [_Batched(warps, j, device) for j in range(len(warps[0].steps))]
-    fill_t = torch.tensor(list(fill)[:C] + [0.0] * max(C - len(fill), 0), device=device).view(1, C, 1, 1)
-    out, out_sizes = image.permute(0, 3, 1, 2).float(), sizes.to(device)
+    out, out_sizes = image.permute(0, 3, 1, 2).float(), [tuple(hw) for hw in sizes]
     for stage in _stages(steps):
-        out, out_sizes = _sample_stage(out, out_sizes, stage, fill_t)
+        out, out_sizes = _sample_stage(out, out_sizes, stage, fill)
     if segments is None:
         return out, None
     ix, iy, outside = _mask_index(steps, w, h, device)
@@ -245,5 +250,5 @@ def _swap_labels(seg: torch.Tensor, warps: Sequence[SampleWarp]) -> torch.Tensor
         for table in wp.swap_labels:  # one table per flip that happened, applied in order
             lut = table[lut]
         luts.append(lut)
-    table = torch.from_numpy(np.stack(luts)).to(seg.device)
+    table = to_device(torch.from_numpy(np.stack(luts)), seg.device)
     return torch.gather(table, 1, seg.reshape(len(warps), -1).long()).view_as(seg).to(seg.dtype)

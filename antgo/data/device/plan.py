@@ -18,6 +18,7 @@ import torch
 from antgo.data.device.collate import IMAGE_KEY, MASK_KEY, SIZE_KEY
 from antgo.data.device.color import color_distort_batch
 from antgo.data.device.geometry import draw_warp, warp_batch
+from antgo.data.device.transfer import to_device
 from antgo.data.transforms._geometry import DEFAULT_KEYS
 from antgo.data.transforms.crop import RandomScaleCrop
 from antgo.data.transforms.formatting import Normalize, ToTensor, UnSqueeze
@@ -106,14 +107,22 @@ class BatchAugment:
         self.unsqueeze = [t for t in self.transforms if isinstance(t, UnSqueeze)]
         fills = [f for f in map(_fills, self.transforms) if f is not None]
         self.fill, self.seg_fill = fills[0] if fills else ((0.0, 0.0, 0.0), 255)
+        self._stats: dict[torch.device, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     @property
     def names(self) -> list[str]:
         return [type(t).__name__ for t in self.transforms]
 
-    def _draw(self, sizes: torch.Tensor) -> tuple[list[Any], list[Any]]:
+    def _normalize_on(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each Normalize's (mean, std) as ``(1, C, 1, 1)`` tensors on ``device``, copied there once."""
+        if device not in self._stats:
+            self._stats[device] = [(to_device(t._mean_t, device).view(1, -1, 1, 1),
+                                    to_device(t._std_t, device).view(1, -1, 1, 1)) for t in self.normalize]
+        return self._stats[device]
+
+    def _draw(self, sizes: Sequence[tuple[int, int]]) -> tuple[list[Any], list[Any]]:
         warps, colours = [], []
-        for h, w in sizes.tolist():
+        for h, w in sizes:
             # the CPU order: geometric draws, then ColorDistort's, then any flip after it
             before = [t for t in self.geometric if self.colour is None or
                       self.transforms.index(t) < self.transforms.index(self.colour)]
@@ -126,7 +135,8 @@ class BatchAugment:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         image, segments = batch[IMAGE_KEY], batch.get(MASK_KEY)
-        sizes = batch.pop(SIZE_KEY)
+        sizes = batch.pop(SIZE_KEY)  # host values: (h, w) per sample
+        sizes = [tuple(int(v) for v in hw) for hw in (sizes.tolist() if isinstance(sizes, torch.Tensor) else sizes)]
         warps, colours = self._draw(sizes)
         if self.geometric:
             img, segments = warp_batch(image, segments, sizes, warps, self.fill, self.seg_fill)
@@ -135,8 +145,8 @@ class BatchAugment:
         if self.colour is not None:
             img = color_distort_batch(img, colours)
         img = img.div_(255.0)  # ToTensor
-        for t in self.normalize:
-            img = (img - t._mean_t.to(img.device).view(1, -1, 1, 1)).div_(t._std_t.to(img.device).view(1, -1, 1, 1))
+        for mean, std in self._normalize_on(img.device):
+            img = (img - mean).div_(std)
         batch[IMAGE_KEY] = img
         if segments is not None:
             for t in self.unsqueeze:
