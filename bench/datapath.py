@@ -8,7 +8,10 @@ no code with antgo. Rounds over all samples, the two timed alternately sample by
 every round); prints ms/sample of each and the median ratio
 baseline_time / antgo_time (>= 1.0: antgo is at least as fast). A benchmark, not a test::
 
-    .venv/bin/python bench/datapath.py [--rounds 5] [--samples 64] [--stages]
+    .venv/bin/python bench/datapath.py [--rounds 5] [--samples 64] [--stages] [--device cuda --batch 128]
+
+``--device`` also prints, for the device-augmentation split, the CPU workers' per-sample cost (decode only)
+and the batch transform's cost per image on that device.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from PIL import Image  # noqa: E402
 
 from antgo.data.builder import build_dataset  # noqa: E402
 from antgo.data.datasets.synthetic import make_voc_tree  # noqa: E402
+from antgo.data.device_pipeline import split_for_device  # noqa: E402
 
 MEAN = (0.491400, 0.482158, 0.4465231)
 STD = (0.247032, 0.243485, 0.2615877)
@@ -125,32 +129,65 @@ def stage_costs(reader, n: int) -> None:
         print(f"  {name:<16} {total / n * 1e3:6.3f} ms")
 
 
+def device_split(reader_cfg: dict, device: str, batch: int, rounds: int) -> None:
+    """With device augmentation: the CPU workers' per-sample cost (decode only) and the batch transform's
+    cost per image on ``device`` (synchronised for timing only)."""
+    cpu_cfg, batch_transform = split_for_device(dict(reader_cfg, device_augmentation=True), device)
+    part = build_dataset(cpu_cfg)
+    n = len(part)
+    full = build_dataset(reader_cfg)
+    t_full = min(interleaved_round(full.__getitem__, part.__getitem__, n, r % 2 == 0)[0] for r in range(rounds))
+    t_part = min(interleaved_round(full.__getitem__, part.__getitem__, n, r % 2 == 0)[1] for r in range(rounds))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    samples = part.collate_fn([part[i % n] for i in range(batch)])
+    times = []
+    for _ in range(rounds + 1):
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in samples.items()}
+        sync()
+        t0 = time.perf_counter()
+        batch_transform(moved)
+        sync()
+        times.append(time.perf_counter() - t0)
+    per_image = min(times[1:]) / batch * 1e3
+    print(f"device augmentation on {device}: CPU worker {t_part:.3f} ms/sample (decode only) vs {t_full:.3f} "
+          f"with the whole pipeline ({t_full / t_part:.2f}x); batch transform {per_image:.4f} ms/image "
+          f"at batch {batch} ({1e3 / per_image:.0f} img/s)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--stages", action="store_true", help="also print the cost of each stage")
+    parser.add_argument("--device", default=None, help="also time the device-augmentation split on this device")
+    parser.add_argument("--batch", type=int, default=128, help="batch size for --device")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     np.random.seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = make_voc_tree(tmp, splits={"train": args.samples, "val": 1}, size_range=(340, 460), seed=0)
-        reader = build_dataset(dict(type="Pascal2012", train_or_test="train", dir=str(root),
-                                    ext_params=dict(task_type="SEGMENTATION", aug=False), pipeline=SEED_PIPELINE,
-                                    inputs_def=dict(fields=["image", "segments"])))
+        reader_cfg = dict(type="Pascal2012", train_or_test="train", dir=str(root),
+                          ext_params=dict(task_type="SEGMENTATION", aug=False), pipeline=SEED_PIPELINE,
+                          inputs_def=dict(fields=["image", "segments"]))
+        reader = build_dataset(reader_cfg)
         hand = HandChain(reader.dataset.voc_root, reader.dataset.ids)
         n = len(reader)
         interleaved_round(hand, reader.__getitem__, n, True)  # warm the page cache and the code
-        ratios = []
+        ratios, hands, antgos = [], [], []
         for r in range(args.rounds):
             t_hand, t_antgo = interleaved_round(hand, reader.__getitem__, n, hand_first=r % 2 == 0)
             ratios.append(t_hand / t_antgo)
+            hands.append(t_hand)
+            antgos.append(t_antgo)
             print(f"round {r}: hand-written OpenCV {t_hand:.3f} ms/sample, antgo {t_antgo:.3f} ms/sample, "
                   f"ratio {ratios[-1]:.3f}")
         if args.stages:
             stage_costs(reader, n)
-    print(f"median ratio hand/antgo = {statistics.median(ratios):.3f} "
+        if args.device:
+            device_split(reader_cfg, args.device, args.batch, args.rounds)
+    print(f"median ratio hand/antgo = {statistics.median(ratios):.3f}, ratio of the best rounds "
+          f"{min(hands):.3f}/{min(antgos):.3f} = {min(hands) / min(antgos):.3f} "
           f"(>= 1.0: antgo's CPU sample path is at least as fast); {n} samples, {args.rounds} rounds, 1 thread")
     return 0
 
