@@ -108,7 +108,8 @@ class Reader(torch.utils.data.Dataset):
     def _load_skipping_bad(self, index: int) -> dict[str, Any]:
         """The sample at ``index``, or the next good one; a bad sample is read once, never retried."""
         n, failed = len(self), []
-        for k in range(min(MAX_SUBSTITUTES, n)):
+        tries = min(MAX_SUBSTITUTES, n)
+        for k in range(tries):
             i = (index + k) % n
             if self._bad[i]:
                 continue
@@ -119,9 +120,9 @@ class Reader(torch.utils.data.Dataset):
                 failed.append(i)
                 logger.warning("skip_bad_samples: skipping sample %d (%d skipped so far): %s", i, self.num_skipped, exc)
         raise RuntimeError(
-            f"{type(self.dataset).__name__}: no good sample among indices {index}..{(index + MAX_SUBSTITUTES - 1) % n} "
-            f"(skip_bad_samples tries {MAX_SUBSTITUTES} in a row; {self.num_skipped} bad in total, failed now: "
-            f"{failed}); the data set looks broken: check the files named in the warnings above")
+            f"{type(self.dataset).__name__}: no good sample among the {tries} indices from {index} on (wrapping "
+            f"at {n}; skip_bad_samples looks at most {MAX_SUBSTITUTES} ahead; {self.num_skipped} bad in total, "
+            f"failed now: {failed}); the data set looks broken: check the files named in the warnings above")
 
     def _read(self, index: int) -> Any:
         if self.cache is not None:
