@@ -122,11 +122,11 @@ class BatchAugment:
 
     def _draw(self, sizes: Sequence[tuple[int, int]]) -> tuple[list[Any], list[Any]]:
         warps, colours = [], []
+        # the CPU order: geometric draws, then ColorDistort's, then those of any flip after it
+        cut = self.transforms.index(self.colour) if self.colour is not None else len(self.transforms)
+        before = [t for t in self.geometric if self.transforms.index(t) < cut]
+        after = [t for t in self.geometric if self.transforms.index(t) > cut]
         for h, w in sizes:
-            # the CPU order: geometric draws, then ColorDistort's, then any flip after it
-            before = [t for t in self.geometric if self.colour is None or
-                      self.transforms.index(t) < self.transforms.index(self.colour)]
-            after = [t for t in self.geometric if t not in before]
             warp = draw_warp(before, w, h)
             colours.append(self.colour.draw_params() if self.colour is not None else None)
             draw_warp(after, w, h, warp)  # flips only (the order check keeps other geometry before ColorDistort)
