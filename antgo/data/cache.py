@@ -1,7 +1,8 @@
 """A decoded-sample cache shared by DataLoader workers: ``dataset.sample(i)`` kept as files in RAM.
 
 Decoding a JPEG and its PNG mask is most of a sample's CPU cost; for a data set that fits in memory the
-decoded ``uint8`` arrays are kept in a folder on a RAM-backed file system (``/dev/shm`` where it exists),
+decoded ``uint8`` arrays are kept in a folder on a RAM-backed file system (``/dev/shm`` where it exists with
+2 GiB free; else the temp folder, whose files the page cache keeps in RAM),
 one file per sample, written atomically (temp file + rename). Every worker process reads what any worker
 wrote, with fork and spawn alike, across epochs and worker restarts. Only the dataset's output is cached,
 never the augmented sample. When the file system runs low on space, caching stops (with one warning) and
@@ -24,7 +25,22 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 RAM_DIR = Path("/dev/shm")
-MIN_FREE_BYTES = 512 * 2 ** 20  # stop caching when less than this would be left
+RAM_DIR_MIN_FREE = 2 * 2 ** 30  # containers often mount a 64 MiB /dev/shm: then the temp folder is used
+MIN_FREE_BYTES = 512 * 2 ** 20  # stop caching when less than this (or a tenth of a small file system) is left
+
+
+def _reserve(folder: Path) -> int:
+    return min(MIN_FREE_BYTES, shutil.disk_usage(folder).total // 10)
+
+
+def _default_base() -> Path | None:
+    """/dev/shm when it is there, writable and roomy; else None (the system's temp folder)."""
+    try:
+        if RAM_DIR.is_dir() and os.access(RAM_DIR, os.W_OK) and shutil.disk_usage(RAM_DIR).free >= RAM_DIR_MIN_FREE:
+            return RAM_DIR
+    except OSError:
+        pass
+    return None
 
 
 def _remove_if_owner(folder: str, owner_pid: int) -> None:
@@ -45,6 +61,7 @@ class SampleCache:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.full = False
+        self.reserve = _reserve(self.folder)
         self._finalizer = weakref.finalize(self, _remove_if_owner, str(self.folder), os.getpid()) if owned else None
 
     @classmethod
@@ -53,8 +70,7 @@ class SampleCache:
         if spec is None or spec is False:
             return None
         if spec is True:
-            base = RAM_DIR if RAM_DIR.is_dir() and os.access(RAM_DIR, os.W_OK) else None
-            folder = tempfile.mkdtemp(prefix="antgo-sample-cache-", dir=base)
+            folder = tempfile.mkdtemp(prefix="antgo-sample-cache-", dir=_default_base())
             logger.info("sample cache for %s in %s", type(dataset).__name__, folder)
             return cls(folder, owned=True)
         if isinstance(spec, (str, Path)):
@@ -78,7 +94,7 @@ class SampleCache:
 
     def _put(self, path: Path, sample: Any) -> None:
         data = pickle.dumps(sample, protocol=5)
-        if shutil.disk_usage(self.folder).free - len(data) < MIN_FREE_BYTES:
+        if shutil.disk_usage(self.folder).free - len(data) < self.reserve:
             self.full = True
             logger.warning("sample cache %s: file system nearly full; decoding the remaining samples each time",
                            self.folder)
@@ -96,4 +112,4 @@ class SampleCache:
             self._finalizer()
 
     def __getstate__(self) -> dict[str, Any]:  # spawned workers get the folder, not the clean-up duty
-        return {"folder": self.folder, "full": self.full, "_finalizer": None}
+        return {"folder": self.folder, "full": self.full, "reserve": self.reserve, "_finalizer": None}

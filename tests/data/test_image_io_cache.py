@@ -140,3 +140,14 @@ def test_cache_folder_from_the_config_is_kept_and_reused(voc, tmp_path):
     assert len(SampleCache.create(str(tmp_path / "cache"), again.dataset)) == 8
     with pytest.raises(ValueError, match="cache must be True, False or a folder path"):
         Reader(again.dataset, cache=3)
+
+
+def test_cache_stops_writing_when_the_file_system_is_nearly_full(caplog):
+    ds = Counting()
+    reader = Reader(ds, cache=True)
+    reader.cache.reserve = 2 ** 62  # as if the folder's file system had no room left
+    with caplog.at_level(logging.WARNING, logger="antgo.data.cache"):
+        assert reader[0]["image"][0, 0, 0] == 0 and reader[1]["image"][0, 0, 0] == 1
+    assert reader.cache.full and len(reader.cache) == 0 and ds.calls == 2
+    assert caplog.text.count("file system nearly full") == 1
+    reader.cache.close()
