@@ -5,7 +5,6 @@ one place (:meth:`Trainer.call_hook`) that names a failing hook. Exceptions prop
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -17,31 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from antgo.config import load_config  # noqa: F401  (the one config loader; re-exported for callers)
 from antgo.engine.evaluation import amp_context, json_safe, move_to_device
 from antgo.engine.hooks.base import STAGES, Hook
 from antgo.engine.logging import add_file_handler, remove_handler
 
 logger = logging.getLogger(__name__)
-
-
-def load_config(cfg: Any, cfg_options: Any = None) -> Any:
-    """A ``Config`` from a Config, a dict or a path to a ``.py`` config file."""
-    from antgo.config import Config
-
-    if isinstance(cfg, (str, os.PathLike)):
-        return Config.fromfile(cfg, cfg_options=cfg_options)
-    if not isinstance(cfg, Config):
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"cfg must be a Config, a dict or a config file path, got {type(cfg).__name__}")
-        cfg = Config(cfg)
-        imports = cfg.get("custom_imports")
-        if imports:  # Config.fromfile imports them; a dict config has not been through it
-            modules = imports.get("imports", []) if isinstance(imports, Mapping) else imports
-            for name in [modules] if isinstance(modules, str) else modules:
-                importlib.import_module(name)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -117,6 +97,7 @@ class Trainer:
         self.device = resolve_device(device, gpu_id)
         self._owns_process_group = self._init_distributed()
         self.seed = int(seed if seed is not None else self.cfg.get("seed", 0))
+        self.cfg["seed"] = self.seed  # the dumped config.py says which seed ran (--seed included)
         self.deterministic = bool(self.cfg.get("deterministic", False))
         seed_everything(self.seed, self.deterministic)
         self.amp = bool(self.cfg.get("amp", False))
@@ -171,6 +152,7 @@ class Trainer:
         """Build the train loader (``data.train`` + ``data.train_dataloader``) and, if asked and configured,
         the validation loader (``data.val`` + ``data.val_dataloader``, needs ``evaluation.metric``)."""
         from antgo.data.builder import build_dataloader, build_dataset
+        from antgo.engine.loading import require_samples
 
         data = self.cfg.get("data")
         if not isinstance(data, Mapping) or "train" not in data:
@@ -178,6 +160,7 @@ class Trainer:
         seed = self.seed + self.rank
         train_args = {"shuffle": True, "seed": seed, **dict(data.get("train_dataloader") or {})}
         reader = build_dataset(data["train"], "data.train")
+        require_samples(reader, "data.train")
         if self.world_size > 1:  # each rank reads its own 1/world_size of every epoch
             from torch.utils.data.distributed import DistributedSampler
 
@@ -197,7 +180,9 @@ class Trainer:
                 logger.warning("validation off: it needs both data.val and evaluation.metric")
             return
         val_args = {"shuffle": False, "seed": seed, **dict(data.get("val_dataloader") or {})}
-        self.val_loader = build_dataloader(build_dataset(data["val"], "data.val"), **val_args)
+        val_reader = build_dataset(data["val"], "data.val")
+        require_samples(val_reader, "data.val")  # an empty val split would save best.pth at a score of 0
+        self.val_loader = build_dataloader(val_reader, **val_args)
 
     def config_model(self, resume_from: str | None = None, load_from: str | None = None, strict: bool = True) -> None:
         """Model → device → channels_last → optimizer → hooks → resume state (applied in ``start_train``)
@@ -269,31 +254,30 @@ class Trainer:
         self.call_hook("after_val", metrics)
 
     def resolve_out_dir(self, out_dir: str | None) -> str:
-        """``None`` → ``work_dir``; a relative path → under ``work_dir``, unless ``work_dir`` already is it
-        (``out_dir='./output/'`` with ``work_dir='./output'`` is not doubled)."""
-        if not out_dir:
-            return self.work_dir
-        if os.path.isabs(out_dir):
-            return os.path.normpath(out_dir)
-        rel = os.path.normpath(out_dir)
-        if rel == "." or os.path.abspath(rel) == self.work_dir or self.work_dir.endswith(os.sep + rel):
-            return self.work_dir
-        return os.path.join(self.work_dir, rel)
+        """``None`` → ``work_dir``; a relative path → under ``work_dir`` (the rule ``find_checkpoint`` reads by)."""
+        from antgo.engine.loading import resolve_out_dir
+
+        return resolve_out_dir(self.work_dir, out_dir)
 
     def save_checkpoint(self, path: str) -> str:
         """Full state: weights, optimizer, scheduler, scaler, counters, best score, history, RNG states."""
         from antgo.engine.checkpoint import save_checkpoint
+        from antgo.engine.loading import run_relative
 
         hook_states = {type(h).__name__: h.state_dict() for h in self.hooks if callable(getattr(h, "state_dict", None))}
         meta = dict(epoch=self.epoch + 1, iter=self.iter, seed=self.seed, best_score=self.best_score,
                     best_metric=self.best_metric, best_rule=self.best_rule, best_epoch=self.best_epoch,
-                    best_iter=self.best_iter, best_metrics=self.best_metrics, best_checkpoint=self.best_checkpoint,
+                    best_iter=self.best_iter, best_metrics=self.best_metrics,
+                    # run-folder-relative paths: a copied or moved folder resumes with its own files
+                    best_checkpoint=run_relative(self.best_checkpoint, self.work_dir),
+                    checkpoint_dir=run_relative(os.path.dirname(os.path.abspath(path)), self.work_dir),
                     history=self.history, config=self.cfg, hooks=hook_states)
         scaler = self.scaler if self.scaler is not None and self.scaler.is_enabled() else None
         return save_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler, meta)
 
     def _apply_resume(self) -> None:
         from antgo.engine.checkpoint import CheckpointError, restore_rng
+        from antgo.engine.loading import resolve_beside_checkpoint
 
         ckpt, self._resume = self._resume, None
         if ckpt is None:
@@ -307,8 +291,9 @@ class Trainer:
         meta = ckpt.get("meta", {})
         self.start_epoch, self.iter = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
         self.latest_checkpoint = str(ckpt["path"])  # the newest state there is until this run saves one
-        for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter", "best_checkpoint"):
+        for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter"):
             setattr(self, key, meta.get(key))
+        self.best_checkpoint = resolve_beside_checkpoint(meta.get("best_checkpoint"), str(ckpt["path"]), meta)
         self.best_metrics = dict(meta.get("best_metrics") or {})
         self.history = list(meta.get("history") or [])
         for hook in self.hooks:
@@ -333,6 +318,7 @@ class Trainer:
         if self.model is None:
             self.config_model()
         self.max_epochs, self.iters_per_epoch = int(max_epochs), len(self.train_loader)
+        self.cfg["max_epochs"] = self.max_epochs  # the dumped config.py says how long it ran (--max-epochs)
         self.max_iters = self.max_epochs * self.iters_per_epoch
         self.scheduler = build_lr_scheduler(self.optimizer, self.cfg.get("lr_config"), self.max_epochs,
                                             self.iters_per_epoch)
@@ -343,9 +329,12 @@ class Trainer:
 
     def start_train(self, max_epochs: int | None = None) -> dict[str, Any]:
         """Train until ``max_epochs`` (None: the config's ``max_epochs``); returns the run summary."""
+        from antgo.engine.runlock import RunLock
+
         log_handler = None
+        # before anything is written: a second run on this folder must not touch train.log or checkpoints
+        run_lock = RunLock(self.work_dir).acquire() if self.rank == 0 else None
         if self.rank == 0:
-            os.makedirs(self.work_dir, exist_ok=True)
             log_handler = add_file_handler(os.path.join(self.work_dir, "train.log"))
         try:
             self._prepare_run(max_epochs)
@@ -370,6 +359,8 @@ class Trainer:
             raise
         finally:
             remove_handler(log_handler)
+            if run_lock is not None:
+                run_lock.release()
             if self._owns_process_group:
                 import torch.distributed as dist
 
