@@ -11,7 +11,7 @@ KINDS = {"models": "MODELS", "transforms": "TRANSFORMS", "datasets": "DATASETS",
          "hooks": "HOOKS"}
 # Importing these registers the built-ins (each package registers its classes on import).
 _PACKAGES = {"models": ("antgo.models",), "transforms": ("antgo.data",), "datasets": ("antgo.data",),
-             "metrics": ("antgo.metrics",), "hooks": ("antgo.engine.hooks", "antgo.engine.hooks.early_stop")}
+             "metrics": ("antgo.metrics",), "hooks": ("antgo.engine.hooks.builder",)}
 
 
 def describe(obj: object, width: int = 100) -> str:

@@ -59,3 +59,21 @@ def setup_console_logging(level: int = logging.INFO) -> None:
         root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger(LOGGER_NAME).setLevel(level)
+
+
+_SEEN: set[tuple[str, str]] = set()
+
+
+def log_once(log: logging.Logger, level: int, msg: str, *args: object) -> None:
+    """Log a message at ``level`` the first time it is seen in this process and at DEBUG afterwards.
+
+    For facts that several stages rediscover (a data set's size when the train, test and parity stages each
+    build it): the console says it once.
+    """
+    text = msg % args if args else msg
+    key = (log.name, text)
+    if key in _SEEN:
+        log.debug("%s", text)
+        return
+    _SEEN.add(key)
+    log.log(level, "%s", text)
