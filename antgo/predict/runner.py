@@ -134,3 +134,23 @@ def run_predict(model: Any, source: str | os.PathLike, out_dir: str | os.PathLik
     (out / "predictions.json").write_text(json.dumps(result, indent=2))
     logger.info("predicted %d image(s) from %s: %s", len(records), source, out / "predictions.json")
     return records
+
+
+def overlay_samples(model: Any, dataset: Any, count: int, out_dir: str | os.PathLike) -> list[str]:
+    """``image | ground truth | prediction`` overlays with a legend for the first ``count`` samples of a data set
+    (``sample(i)`` with ``image`` and, when present, ``segments``); returns the PNG paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(model.meta.get("class_names") or [])
+    files = []
+    for index in range(min(int(count), len(dataset))):
+        sample = dataset.sample(index)
+        image = np.asarray(sample["image"])
+        pred = predict_image(model, image)
+        if "mask" not in pred:
+            break  # only segmentation masks have an overlay form here
+        panels = [("prediction", pred["mask"])]
+        if sample.get("segments") is not None:
+            panels.insert(0, ("ground truth", np.asarray(sample["segments"])))
+        files.append(save_rgb(str(out / f"{index:05d}.png"), overlay_panels(image, panels, names)))
+    return files

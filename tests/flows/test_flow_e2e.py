@@ -21,7 +21,7 @@ STAGES = ["parse_config", "build_dataloaders", "train", "evaluate", "export", "v
 def _children(client: Any, parent: Any) -> dict[str, Any]:
     runs = client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    return {r.info.run_name: r for r in runs}
+    return {r.data.tags["antgo.stage"]: r for r in runs}
 
 
 def _artifacts(client: Any, run_id: str, path: str | None = None) -> set[str]:
@@ -81,8 +81,8 @@ def test_flow_completes_with_six_finished_child_runs(completed, mlflow_store):
     assert parent.data.metrics["parity/passed"] == 1.0
 
     parse = children["parse_config"]
-    assert parse.data.params["optimizer.lr"] == "0.05"
-    assert parse.data.params["model.backbone.type"] == "SimpleConvNet"
+    assert parent.data.params["optimizer.lr"] == "0.05"  # hyperparameters on the parent run
+    assert parent.data.params["model.backbone.type"] == "SimpleConvNet"
     assert "config/config.py" in _artifacts(client, parse.info.run_id)
 
     data = children["build_dataloaders"]
@@ -142,7 +142,7 @@ def test_mlflow_rest_api_sees_the_pipeline(completed, mlflow_server):
     assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED"
     body = json.dumps({"experiment_ids": [completed["experiment_id"]],
                        "filter": f"tags.mlflow.parentRunId = '{completed['mlflow_run_id']}' and "
-                                 f"attributes.run_name = 'train'"}).encode()
+                                 f"tags.`antgo.stage` = 'train'"}).encode()
     req = urllib.request.Request(f"{mlflow_server}/api/2.0/mlflow/runs/search", data=body,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:

@@ -55,7 +55,7 @@ def test_parent_and_child_runs_params_and_failure(mlflow_store):
     tracker.end(tracker.parent_run_id, RuntimeError("stage train failed"))
 
     runs = {r.info.run_name: r for r in client.search_runs([tracker.ctx.experiment_id])}
-    ok, bad, parent = runs["parse_config"], runs["train"], runs["pipe"]
+    ok, bad, parent = runs["pipe/parse_config"], runs["pipe/train"], runs["pipe"]  # <pipeline>/<stage>
     assert ok.info.status == "FINISHED" and ok.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert len(ok.data.params) == 252 and len(ok.data.params["long"]) == MAX_PARAM_VALUE
     assert ok.data.params["k" * 250] == "[1, 2]"
