@@ -142,12 +142,14 @@ def take_all(url: str, experiment: str, run_id: str | None, out_dir: Path, dom: 
     exp_id = experiment_id(url, experiment)
     run_id = run_id or newest_pipeline_run(url, exp_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pages = {"runs": f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning",
-             "run": f"{url}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"}
+    # the links a pipeline prints (antgo.tracking.store.experiment_url / run_url); the run page is tall enough to
+    # show the parameters and metrics tables below the run's overview
+    pages = {"runs": (f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning", "1400,700"),
+             "run": (f"{url}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning", "1400,1900")}
     written = []
-    for name, page in pages.items():
+    for name, (page, size) in pages.items():
         png = out_dir / f"{name}.png"
-        screenshot(page, png, out_dir / f"{name}.html" if dom else None)
+        screenshot(page, png, out_dir / f"{name}.html" if dom else None, size=size)
         written.append(png)
     overlay = save_overlay(url, exp_id, run_id, out_dir / "overlay.png")
     if overlay is not None:

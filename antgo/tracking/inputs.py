@@ -30,8 +30,9 @@ def log_datasets(client: Any, run_id: str | None, readers: dict[str, Any], data_
     for split, reader in readers.items():
         dataset = getattr(reader, "dataset", reader)
         split_cfg = (data_cfg or {}).get(split) or {}
-        name = f"{type(dataset).__name__}-{getattr(dataset, 'train_or_test', split)}"
-        profile = json.dumps({"num_samples": len(dataset), "split": split})
+        name = f"{type(dataset).__name__}-{split}"  # per config split: test may read the same files as val
+        profile = json.dumps({"num_samples": len(dataset), "split": split,
+                              "reads": getattr(dataset, "train_or_test", None)})
         entity = Dataset(name=name, digest=dataset_digest(dataset, split_cfg), source_type="local",
                          source=json.dumps({"uri": str(getattr(dataset, "dir", "") or "")}), profile=profile)
         inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", split)]))

@@ -46,5 +46,6 @@ def _finish(monitor: Any) -> None:
         monitor.finish()
         monitor.collect_metrics()  # the loop drops the sample it was collecting when it stops: log a last one
         monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
     except Exception as exc:
         logger.warning("could not log the last system metrics sample: %s", exc)
