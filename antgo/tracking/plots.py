@@ -47,11 +47,7 @@ def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike,
                           class_names: Sequence[str] | None = None, normalize: bool = True,
                           title: str = "Confusion matrix (rows: ground truth)") -> Path:
     """Save a confusion-matrix heat map as PNG; rows are normalised to recall when ``normalize``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # headless: never pick an interactive backend
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     cm = np.asarray(confusion, dtype=np.float64)
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1.0) if normalize else cm
     k = cm.shape[0]
