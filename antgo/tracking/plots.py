@@ -68,13 +68,9 @@ def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike,
                     ax.text(j, i, f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}",
                             ha="center", va="center", fontsize=7,
                             color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black")
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return out
 
 
 def find_confusion_matrix(metrics: Any) -> np.ndarray | None:
@@ -99,6 +95,14 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
 
 
 def _is_summary_key(key: str) -> bool:
@@ -159,13 +163,9 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathL
                 ax.set_yscale("log")
             if len(keys) > 1:
                 ax.legend(fontsize=7)
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return out
 
 
 def per_class_values(metrics: dict[str, Any], prefix: str = "iou_") -> dict[str, float]:
@@ -194,10 +194,6 @@ def plot_per_class(values: dict[str, float], path: str | os.PathLike, title: str
         for bar, name in zip(bars, names):
             ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{values[name]:.3f}",
                     va="center", fontsize=8)
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return out
