@@ -171,6 +171,7 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
     """``Trainer.start_train`` with MLflow (batched per-iteration metrics) and Prefect progress hooks."""
     from antgo.engine import Trainer
     from antgo.tracking.hooks import MlflowLoggerHook
+    from antgo.tracking.plots import log_history_plots
 
     from flows.report import PrefectProgressHook
 
@@ -207,24 +208,12 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
         run.log_artifact(best, "checkpoints")
         if result.get("best_weights"):
             run.log_artifact(result["best_weights"], "checkpoints")
-        _log_history_plots(run, run_dir, result.get("history") or [])
+        log_history_plots(run, run_dir, result.get("history") or [])
         _log_train_files(run, run_dir, result.get("best_checkpoint"))
         if result.get("history") is not None:
             run.log_dict(result["history"], "train/history.json")
         run.set_tags({"mlflow_log_batch_calls": mlflow_hook.flushes})
     return summary
-
-
-def _log_history_plots(run: Any, run_dir: str, history: list[dict[str, Any]]) -> None:
-    """``results.csv`` (one row per epoch) and ``curves.png`` (loss, lr, validation scores) under ``plots/``."""
-    from antgo.tracking.plots import plot_training_curves, write_results_csv
-
-    if not history:
-        return
-    run.log_artifact(write_results_csv(history, Path(run_dir) / "results.csv"), "plots")
-    curves = plot_training_curves(history, Path(run_dir) / "curves.png")
-    if curves is not None:
-        run.log_artifact(curves, "plots")
 
 
 def _log_train_files(run: Any, run_dir: str, best_checkpoint: str | None, failing: bool = False) -> None:
@@ -253,7 +242,7 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
     """``Tester.evaluate`` of ``checkpoint`` on the test split; logs metrics, confusion matrix, per-class bars
     and ``num_vis`` prediction overlays (image | ground truth | prediction, with a colour legend)."""
     from antgo.engine import Tester
-    from antgo.tracking.plots import find_confusion_matrix, plot_confusion_matrix
+    from antgo.tracking.plots import find_confusion_matrix, log_per_class_plot, plot_confusion_matrix
 
     tracker = _tracker(tracking)
     with tracker.stage("evaluate") as run:
@@ -271,23 +260,13 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
             plots.append(str(plot_confusion_matrix(cm, out_dir / "confusion_matrix.png", names)))
             run.log_artifact(plots[-1], "plots")
             run.log_dict({"confusion_matrix": cm.tolist(), "class_names": names}, "plots/confusion_matrix.json")
-        plots += _log_per_class(run, metrics, out_dir)
+        plots += log_per_class_plot(run, metrics, out_dir)
         vis_files = _overlays(config_path, checkpoint, tester, num_vis, out_dir / "vis", device)
         for f in vis_files:
             run.log_artifact(f, "predictions")
         if (out_dir / "metrics.json").is_file():
             run.log_artifact(out_dir / "metrics.json", "metrics")
     return {"metrics": metrics, "plots": plots, "vis_files": vis_files}
-
-
-def _log_per_class(run: Any, metrics: dict[str, float], out_dir: Path) -> list[str]:
-    from antgo.tracking.plots import per_class_values, plot_per_class
-
-    path = plot_per_class(per_class_values(metrics), out_dir / "per_class_iou.png", title="Test IoU per class")
-    if path is None:
-        return []
-    run.log_artifact(path, "plots")
-    return [str(path)]
 
 
 def _overlays(config_path: str, checkpoint: str, tester: Any, num_vis: int, vis_dir: Path,

@@ -197,3 +197,24 @@ def plot_per_class(values: dict[str, float], path: str | os.PathLike, title: str
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def log_history_plots(run: Any, run_dir: str | os.PathLike, history: Sequence[dict[str, Any]]) -> list[Path]:
+    """``results.csv`` and ``curves.png`` into ``run_dir`` and under ``plots/`` of ``run`` (a ``StageRun``)."""
+    if not history:
+        return []
+    files = [write_results_csv(history, Path(run_dir) / "results.csv")]
+    curves = plot_training_curves(history, Path(run_dir) / "curves.png")
+    files += [curves] if curves is not None else []
+    for path in files:
+        run.log_artifact(path, "plots")
+    return files
+
+
+def log_per_class_plot(run: Any, metrics: dict[str, Any], out_dir: str | os.PathLike) -> list[str]:
+    """Per-class IoU bars of the test metrics (``iou_<class>`` keys) under ``plots/`` of ``run``."""
+    path = plot_per_class(per_class_values(metrics), Path(out_dir) / "per_class_iou.png", title="Test IoU per class")
+    if path is None:
+        return []
+    run.log_artifact(path, "plots")
+    return [str(path)]
