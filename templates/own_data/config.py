@@ -49,5 +49,6 @@ checkpoint_config = dict(interval=5, max_keep_ckpts=2)
 log_config = dict(interval=10, hooks=[dict(type='TextLoggerHook')])
 custom_hooks = [dict(type='EarlyStoppingHook', patience=5)]  # stop when val miou stalls for 5 epochs
 
+mlflow = dict(registered_model_name='my-segmenter')  # the pipeline registers each exported version under this name
 export = dict(input_shape_list=[[1, 3, _size[1], _size[0]]], input_name_list=['image'],
               output_name_list=['heatmap'])
