@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import os
 
-from antgo.console import DATEFMT, FORMAT, LOGGER_NAME
+# Console output lives in antgo.console (torch-free, for `antgo predict --onnx`); re-exported here.
+from antgo.console import DATEFMT, FORMAT, LOGGER_NAME, ConsoleHandler, setup_console_logging  # noqa: F401
 
 
 def add_file_handler(path: str, level: int = logging.INFO) -> logging.Handler:
@@ -36,7 +37,3 @@ def remove_handler(handler: logging.Handler | None) -> None:
     prev = getattr(handler, "_antgo_prev_level", None)
     if prev is not None:
         log.setLevel(prev)
-
-
-# Console output lives in antgo.console (torch-free, used by `antgo predict --onnx`); re-exported here.
-from antgo.console import ConsoleHandler, setup_console_logging  # noqa: E402,F401
