@@ -1,4 +1,4 @@
-"""Command line: ``python -m antgo train|test|export|verify CONFIG [options]``.
+"""Command line: ``python -m antgo train|test|export|verify CONFIG [options]``, ``antgo predict`` and ``antgo list``.
 
 Exit codes: 0 success, 1 a failed run (the error is printed on stderr), 2 a usage error.
 """
@@ -34,7 +34,8 @@ def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="antgo", description="Config-driven training, testing, ONNX export "
                                                                "and onnxruntime parity checks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,test,export,verify}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,test,export,verify,predict,list}")
     train = sub.add_parser("train", help="train a model")
     _common(train)
     train.add_argument("--resume-from", default=None, help="checkpoint to resume (model, optimizer, epoch, RNG)")
@@ -57,7 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     _checkpoint_arg(verify)
     verify.add_argument("--onnx", default=None, help="an exported ONNX file to check instead of exporting")
     verify.add_argument("--num-samples", type=int, default=None, help="validation samples to compare")
+    _predict_parser(sub)
+    _list_parser(sub)
     return parser
+
+
+def _predict_parser(sub: Any) -> None:
+    predict = sub.add_parser("predict", help="predict an image, a folder or a video: overlays + predictions.json",
+                             usage="antgo predict [CONFIG --checkpoint X | --onnx Y] SOURCE [--out-dir D]")
+    predict.add_argument("paths", nargs="+", metavar="[CONFIG] SOURCE",
+                         help="with --checkpoint: the config file, then the source; with --onnx: the source only")
+    group = predict.add_mutually_exclusive_group(required=True)
+    group.add_argument("--checkpoint", help="a checkpoint (best.pth or best_weights.pth) of CONFIG's model")
+    group.add_argument("--onnx", help="an ONNX file exported by antgo (needs no config and no torch)")
+    predict.add_argument("--out-dir", default="./predictions", help="folder for overlays and predictions.json")
+    predict.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
+    predict.add_argument("--device", default=None, help="with --checkpoint: cpu, cuda or cuda:N")
+    predict.add_argument("--max-frames", type=int, default=None, help="videos: stop after this many frames")
+    predict.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
+
+
+def _list_parser(sub: Any) -> None:
+    from antgo.catalog import KINDS
+
+    listing = sub.add_parser("list", help="list the built-in models, transforms, datasets, metrics and hooks")
+    listing.add_argument("kind", nargs="?", choices=[*KINDS, "all"], default="all")
+    listing.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -141,7 +167,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "test": cmd_test, "export": cmd_export, "verify": cmd_verify}
+def cmd_predict(args: argparse.Namespace) -> int:
+    from antgo.predict.runner import run_predict
+
+    if args.onnx:
+        if len(args.paths) != 1:
+            raise ValueError(f"antgo predict --onnx takes one SOURCE (the file describes itself), got {args.paths}")
+        from antgo.predict.runner import OnnxModel
+
+        model: Any = OnnxModel(args.onnx)
+    else:
+        if len(args.paths) != 2:
+            raise ValueError(f"antgo predict --checkpoint takes CONFIG SOURCE, got {args.paths}")
+        from antgo.predict.runner import CheckpointModel
+
+        model = CheckpointModel(_load(argparse.Namespace(config=args.paths[0], cfg_options=args.cfg_options)),
+                                args.checkpoint, device=args.device)
+    records = run_predict(model, args.paths[-1], args.out_dir, max_frames=args.max_frames)
+    logger.info("%d prediction(s) written to %s", len(records), os.path.abspath(args.out_dir))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from antgo.catalog import format_catalog
+
+    print(format_catalog(None if args.kind == "all" else args.kind))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "test": cmd_test, "export": cmd_export, "verify": cmd_verify,
+            "predict": cmd_predict, "list": cmd_list}
 
 
 def _describe(exc: BaseException) -> str:
@@ -155,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before torch loads OpenMP: sleeping (not spinning) idle threads keep a run from collapsing when other
     # processes share the cores (measured: 6 s/iter instead of 1 s/iter with two trainings on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from antgo.engine.logging import setup_console_logging
+    from antgo.console import setup_console_logging  # torch-free: `predict --onnx` must not load torch
 
     args = build_parser().parse_args(argv)  # exits with 2 on a usage error
     setup_console_logging(logging.DEBUG if args.debug else logging.INFO)

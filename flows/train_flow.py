@@ -35,7 +35,7 @@ from prefect import flow  # noqa: E402
 from antgo.engine.runlock import RunLock  # noqa: E402
 from antgo.fileio import atomic_write_text  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
-from antgo.tracking.store import default_store_dir, resolve_tracking_uri, sqlite_uri, ui_command  # noqa: E402
+from antgo.tracking.store import browse_hint, resolve_tracking_uri  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.report import publish_mlflow_link, publish_summary, summary_markdown  # noqa: E402
 
@@ -111,10 +111,10 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
     """Run every stage of the pipeline; returns the summary (metrics, parity, paths, MLflow ids).
 
     ``max_epochs`` None = the config's ``max_epochs``; ``parity_thresholds`` override the config's;
-    ``alias`` is set on the registered version only when parity passes; ``loader_context`` is the
-    DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker);
-    ``nproc_per_node`` > 1 (or ``launch``: torchrun's multi-node options, see flows/launch.py) trains under
-    torchrun.
+    ``alias`` goes to the best registered version that passed parity (by the ``save_best`` metric);
+    ``loader_context`` is the DataLoader workers' multiprocessing context (fork avoids re-importing this module
+    per worker); ``nproc_per_node`` > 1 (or ``launch``: torchrun's multi-node options, see flows/launch.py)
+    trains under torchrun.
     """
     launch = {**(launch or {}), **({"nproc_per_node": nproc_per_node} if nproc_per_node else {})}
     with _antgo_logs_at_info():
@@ -156,7 +156,8 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
     summary: dict[str, Any] = {
         "status": "Running", "config": str(config_path), "run_dir": str(run_dir),
         "tracking_uri": tracker.ctx.tracking_uri, "experiment_id": tracker.ctx.experiment_id,
-        "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(), "flow_run_id": flow_run_id}
+        "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(),
+        "mlflow_experiment_url": tracker.experiment_url(), "flow_run_id": flow_run_id}
     logger.info("pipeline run folder: %s", run_dir)
     track = tracker.ctx.to_dict()
     stage = "start"  # from here on a failure closes the parent run as FAILED
@@ -165,7 +166,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
             "pipeline.config": str(config_path), "pipeline.cfg_options": cfg_options or [],
             "pipeline.max_epochs": max_epochs, "pipeline.device": device, "pipeline.resume": resume,
             "pipeline.parity_thresholds": parity_thresholds, "pipeline.num_vis": num_vis})
-        publish_mlflow_link(tracker.url(), tracker.parent_run_id)
+        publish_mlflow_link(tracker.url(), tracker.parent_run_id, tracker.ctx.tracking_uri)
         stage = "parse_config"
         parsed = tasks.parse_config(str(config_path), cfg_options, str(run_dir), track, loader_context)
         cfg_path = parsed["config_path"]
@@ -189,8 +190,11 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         stage = "verify"
         verified = tasks.verify(cfg_path, str(run_dir), exported["onnx_path"], trained["checkpoint"], track,
                                 model_name=exported.get("name"), model_version=exported.get("version"),
-                                alias=alias, thresholds=parity_thresholds, num_samples=parity_samples)
-        summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"])
+                                alias=alias, thresholds=parity_thresholds, num_samples=parity_samples,
+                                test_metrics=evaluated["metrics"], config_hash=parsed["config_hash"],
+                                score_metric=trained["best_metric"])
+        summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"],
+                       champion_version=verified["champion"])
     except BaseException as exc:
         summary.update(status="Failed", failed_stage=stage, error=error_text(exc))
         report = getattr(exc, "report", None)
@@ -260,7 +264,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if model.get("version"):
         alias = summary.get("alias_set")
         lines.append(f"  registered model: {model.get('name')} v{model['version']}"
-                     + (f" (alias @{alias})" if alias else " (no alias)"))
+                     + (f" (alias @{alias})" if alias else f" (no alias; champion v{summary['champion_version']})"
+                        if summary.get("champion_version") else " (no alias)"))
     lines.append(f"  run folder: {summary.get('run_dir')}")
     if summary.get("onnx_path"):
         lines.append(f"  ONNX: {summary['onnx_path']}")
@@ -268,10 +273,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
     uri = summary.get("tracking_uri") or resolve_tracking_uri()
     lines.append(f"  MLflow run: {summary.get('mlflow_url')}")
-    if uri == sqlite_uri(default_store_dir() / "mlflow.db"):
-        lines.append(f"  browse: make ui   (= {ui_command(uri)})")
-    else:
-        lines.append(f"  browse: {ui_command(uri)}")
+    if summary.get("mlflow_experiment_url"):
+        lines.append(f"  MLflow experiment: {summary['mlflow_experiment_url']}")
+    lines.append(f"  browse: {browse_hint(uri)}")
     return "\n".join(lines)
 
 

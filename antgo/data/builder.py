@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from antgo.console import log_once
 from antgo.registry import DATASETS
 from antgo.data.collate import collate
 from antgo.data.reader import Reader
@@ -41,8 +42,8 @@ def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reade
     reader = Reader(dataset, pipeline=cfg.get("pipeline"), inputs_def=cfg.get("inputs_def"),
                     key_path=f"{key_path}.pipeline", skip_bad_samples=cfg.get("skip_bad_samples", False),
                     cache=cfg.get("cache"), collate_fn=cfg.get("collate_fn"))
-    logger.info("%s: %s, %d samples, pipeline %s", key_path, type(dataset).__name__, len(reader),
-                " -> ".join(reader.pipeline.names) or "(none)")
+    log_once(logger, logging.INFO, "%s: %s, %d samples, pipeline %s", key_path, type(dataset).__name__,
+             len(reader), " -> ".join(reader.pipeline.names) or "(none)")  # each stage rebuilds its splits
     return reader
 
 

@@ -30,7 +30,7 @@ __all__ = ["Exporter", "ExportError", "load_config", "build_export_model", "expo
 DEFAULT_OPSET = 17
 DYNAMO_OPSET = 18
 _EXPORT_KEYS = {"input_shape_list", "input_name_list", "output_name_list", "opset_version", "dynamo", "name",
-                "deploy"}
+                "deploy", "metadata"}
 _EXAMPLE = "export=dict(input_shape_list=[[1, 3, 256, 256]], input_name_list=['image'], output_name_list=['heatmap'])"
 
 
@@ -63,7 +63,7 @@ def export_spec(cfg: Any) -> dict[str, Any]:
     return {"input_shape_list": [list(s) for s in shapes], "input_name_list": list(names),
             "output_name_list": list(outputs) if outputs is not None else None,
             "opset_version": spec.get("opset_version"), "dynamo": bool(spec.get("dynamo", False)),
-            "name": spec.get("name")}
+            "name": spec.get("name"), "metadata": dict(spec.get("metadata") or {})}
 
 
 def switch_to_deploy(module: nn.Module) -> int:
@@ -162,6 +162,7 @@ class Exporter:
         self._run_export(wrapper, inputs, path, input_names, output_names, dynamic_axes, opset, dynamo)
         seconds = time.perf_counter() - start
         self._check(path, input_names, output_names)
+        metadata = self._write_metadata(path, spec, output_names, reference)
         folder = os.path.dirname(os.path.abspath(path))  # export.json's paths are relative to it when inside
         info = {
             "onnx": run_relative(path, folder), "exporter": "dynamo" if dynamo else "torchscript", "opset_version": opset,
@@ -172,12 +173,22 @@ class Exporter:
             "checkpoint": run_relative(checkpoint, folder), "sha256": sha256_of(path), "bytes": os.path.getsize(path),
             "config": getattr(self.cfg, "filename", None), "model": type(model).__name__,
             "torch_version": str(torch.__version__), "export_seconds": round(seconds, 3),
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "metadata": metadata,
         }
         atomic_write_text(os.path.join(folder, "export.json"), json.dumps(info, indent=2))
         logger.info("exported %s (%s, opset %d, %.1f s): inputs %s, outputs %s", path, info["exporter"], opset,
                     seconds, [i["shape"] for i in info["inputs"]], [o["shape"] for o in info["outputs"]])
         return path
+
+    def _write_metadata(self, path: str, spec: Mapping[str, Any], output_names: list[str],
+                        reference: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+        """Make the file self-describing (task, preprocessing, classes, outputs) for ``antgo predict --onnx``."""
+        from antgo.predict.metadata import describe_model, write_metadata
+
+        metadata = describe_model(self.cfg, spec["input_name_list"], spec["input_shape_list"], output_names,
+                                  [list(t.shape) for t in reference], overrides=spec["metadata"])
+        write_metadata(path, metadata)
+        return metadata
 
     @staticmethod
     def _run_export(wrapper: nn.Module, inputs: tuple[torch.Tensor, ...], path: str, input_names: list[str],

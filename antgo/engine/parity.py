@@ -269,13 +269,17 @@ def verify_parity(cfg: Any, onnx_path: str, checkpoint: str | None = None, work_
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     stats, metrics = _run(model, session, batches, cfg, dev)
     outputs = {name: s.as_dict() for name, s in stats.items()}
-    failures = _checks(outputs, metrics, thr)
+    from antgo.predict.metadata import metadata_problems
+
+    metadata = metadata_problems(session, cfg)  # what `antgo predict --onnx` will rely on
+    failures = _checks(outputs, metrics, thr) + metadata
     report = {
         "passed": not failures, "failures": failures, "onnx": os.path.abspath(onnx_path),
         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None, "data": data_key,
         "num_samples": sum(len(next(iter(b.values()))) for b in batches),
         "batch_sizes": [len(next(iter(b.values()))) for b in batches], "outputs": outputs, "metrics": metrics,
-        "thresholds": thr, "provider": "CPUExecutionProvider", "onnxruntime_version": ort.__version__,
+        "metadata_problems": metadata, "thresholds": thr, "provider": "CPUExecutionProvider",
+        "onnxruntime_version": ort.__version__,
         "torch_version": str(torch.__version__), "seconds": round(time.perf_counter() - start, 3),
     }
     out_dir = os.fspath(work_dir) if work_dir else os.path.dirname(os.path.abspath(onnx_path))

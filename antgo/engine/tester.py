@@ -13,32 +13,9 @@ import torch
 from antgo.engine.evaluation import evaluate, json_safe
 from antgo.fileio import atomic_write_text
 from antgo.config import load_config
+from antgo.predict.overlay import colourise, voc_palette  # noqa: F401  (voc_palette: re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The Pascal VOC colour map, ``(n, 3)`` uint8 RGB; index 255 (void) is the VOC boundary colour."""
-    palette = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    if n > 255:
-        palette[255] = (224, 224, 192)
-    return palette
-
-
-_PALETTE = voc_palette()
-
-
-def colourise(mask: np.ndarray) -> np.ndarray:
-    """A class-index mask ``(H, W)`` → RGB ``(H, W, 3)`` with the VOC palette."""
-    return _PALETTE[np.clip(mask.astype(np.int64), 0, 255)]
 
 
 class Tester:

@@ -135,6 +135,8 @@ class Trainer:
         self.latest_checkpoint: str | None = None
         self.history: list[dict[str, Any]] = []
         self._epoch_sums: dict[str, float] = {}
+        self.stop_reason: str | None = None  # set by request_stop (early stopping): the loop ends after this epoch
+        self.best_weights: str | None = None
 
     # ---------------------------------------------------------------- set-up
     def _init_distributed(self) -> bool:
@@ -253,6 +255,10 @@ class Trainer:
             self.history[-1]["val"] = json_safe(metrics)  # NaN (absent class) -> None: the history is JSON
         self.call_hook("after_val", metrics)
 
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch (its checkpoint hooks still run: it is saved as the last one)."""
+        self.stop_reason = reason
+
     def resolve_out_dir(self, out_dir: str | None) -> str:
         """``None`` → ``work_dir``; a relative path → under ``work_dir`` (the rule ``find_checkpoint`` reads by)."""
         from antgo.engine.loading import resolve_out_dir
@@ -347,6 +353,10 @@ class Trainer:
             try:
                 for self.epoch in range(self.start_epoch, self.max_epochs):
                     self._run_epoch()
+                    if self.stop_reason:
+                        logger.info("Stopped after epoch %d of %d: %s", self.epoch + 1, self.max_epochs,
+                                    self.stop_reason)
+                        break
             finally:
                 self.call_hook("after_run")
             best = (f"best {self.best_metric}={self.best_score:.4f} (epoch {self.best_epoch}) {self.best_checkpoint}"
@@ -423,4 +433,6 @@ class Trainer:
         """The summary ``start_train`` returns."""
         return dict(best_checkpoint=self.best_checkpoint, latest_checkpoint=self.latest_checkpoint,
                     best_score=self.best_score, best_metric=self.best_metric, epochs=self.max_epochs,
-                    iters=self.iter, history=list(self.history), work_dir=self.work_dir)
+                    iters=self.iter, history=list(self.history), work_dir=self.work_dir,
+                    epochs_run=self.history[-1]["epoch"] if self.history else 0, stop_reason=self.stop_reason,
+                    best_weights=self.best_weights)

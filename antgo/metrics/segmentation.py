@@ -95,5 +95,5 @@ class SegMIOU(BaseMetric):
         }
         for name, value in zip(self.class_names, iou):
             result[f"iou_{name}"] = float(value)
-        logger.info("SegMIOU: miou %.4f, pixel_acc %.4f over %d pixels", result["miou"], result["pixel_acc"], int(total))
+        logger.debug("SegMIOU: miou %.4f, pixel_acc %.4f over %d pixels", result["miou"], result["pixel_acc"], int(total))
         return result

@@ -50,7 +50,8 @@ def make_trainer(cfg: dict, work_dir: Path, validate: bool = True) -> Trainer:
 def test_default_hooks_are_sorted_by_priority(tiny_seg_cfg: dict, tmp_path: Path) -> None:
     trainer = make_trainer(tiny_seg_cfg, tmp_path)
     names = [type(h).__name__ for h in trainer.hooks]
-    assert names == ["LrSchedulerHook", "EvalHook", "CheckpointHook", "TextLoggerHook", "ProgressBarHook"]
+    assert names == ["LrSchedulerHook", "EvalHook", "CheckpointHook", "BestWeightsHook", "TextLoggerHook",
+                     "RunSummaryHook", "ProgressBarHook"]
     assert isinstance(trainer.hooks[0], LrSchedulerHook) and isinstance(trainer.hooks[1], EvalHook)
 
 

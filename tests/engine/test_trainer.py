@@ -248,7 +248,8 @@ def test_relative_out_dir_resolves_under_work_dir(tiny_seg_cfg: dict, tmp_path: 
     tiny_seg_cfg["evaluation"]["out_dir"] = out_dir
     train(tiny_seg_cfg, Path(work_dir), max_epochs=2)
     folder = tmp_path / expected
-    assert sorted(p.name for p in folder.glob("*.pth")) == ["best.pth", "epoch_2.pth", "latest.pth"]
+    assert sorted(p.name for p in folder.glob("*.pth")) == ["best.pth", "best_weights.pth", "epoch_2.pth",
+                                                            "latest.pth"]
     assert (folder / "best.json").is_file()
     assert not (folder / "output" / "output").exists()
 

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from antgo.console import log_once
 from antgo.data.dataset import Dataset
 from antgo.data.image_io import CorruptImageError, read_rgb
 from antgo.data.reader import register
@@ -131,8 +132,8 @@ class Pascal2012(Dataset):
         self.num_sbd = 0
         if self.aug and train_or_test == "train":
             self._add_sbd(split_dir)
-        logger.info("Pascal2012 %s: %d samples (%d from SBD) in %s", train_or_test, len(self.ids), self.num_sbd,
-                    self.voc_root)
+        log_once(logger, logging.INFO, "Pascal2012 %s: %d samples (%d from SBD) in %s", train_or_test,
+                 len(self.ids), self.num_sbd, self.voc_root)
 
     def _sbd_candidates(self) -> list[Path]:
         base = Path(self.dir).expanduser()

@@ -57,7 +57,8 @@ class CheckpointHook(Hook):
         self.out_dir = trainer.resolve_out_dir(self.out_dir)
 
     def after_epoch(self, trainer: "Trainer") -> None:
-        due = self.every_n_epochs(trainer, self.interval) or (self.save_last and self.is_last_epoch(trainer))
+        last = self.is_last_epoch(trainer) or bool(getattr(trainer, "stop_reason", None))  # early stop: last too
+        due = self.every_n_epochs(trainer, self.interval) or (self.save_last and last)
         if not due or trainer.rank != 0:
             return
         path = os.path.join(self.out_dir, f"epoch_{trainer.epoch + 1}.pth")
