@@ -93,7 +93,8 @@ def run_trial(number: int, trial_id: int, overrides: dict[str, Any], config: str
         raise
     row.update(state="COMPLETE", score=trained["best_score"], metric=trained["best_metric"],
                checkpoint=trained["checkpoint"], config_path=parsed["config_path"],
-               registered_model_name=parsed["registered_model_name"], test_metrics=evaluated["metrics"])
+               registered_model_name=parsed["registered_model_name"], test_metrics=evaluated["metrics"],
+               config_hash=parsed["config_hash"])
     sweep.log_metrics(run_id, {f"best/{trained['best_metric']}": trained["best_score"],
                                **{f"test/{k}": v for k, v in evaluated["metrics"].items()}})
     sweep.set_tags(run_id, {"antgo.trial_state": "COMPLETE"})
@@ -212,7 +213,8 @@ def _finish_best(study: Any, rows: list[dict[str, Any]], tracker: PipelineTracke
                             best["registered_model_name"])
     verified = tasks.verify(best["config_path"], best["run_dir"], exported["onnx_path"], best["checkpoint"], track,
                             model_name=exported.get("name"), model_version=exported.get("version"), alias=alias,
-                            num_samples=parity_samples)
+                            num_samples=parity_samples, test_metrics=best["test_metrics"],
+                            config_hash=best["config_hash"], score_metric=best["metric"])
     tracker.set_tags(tracker.parent_run_id, {"antgo.best_trial": best["trial"],
                                              "antgo.best_trial_run_id": best["mlflow_run_id"]})
     tracker.log_metrics(tracker.parent_run_id, {f"best/{best['metric']}": best["score"]})
