@@ -1,15 +1,29 @@
 """Figures and data summaries logged by the pipeline (matplotlib with the Agg backend: no display needed)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+_PLOT_LOCK = threading.RLock()
+
+
+def _one_at_a_time(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """pyplot and mathtext keep global state: concurrent sweep trials (threads) must not plot at once."""
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _PLOT_LOCK:
+            return fn(*args, **kwargs)
+    return locked
+
 
 
 def class_pixel_histogram(dataset: Any, num_classes: int | None = None, ignore_index: int = 255,
@@ -43,6 +57,7 @@ def class_pixel_histogram(dataset: Any, num_classes: int | None = None, ignore_i
     }
 
 
+@_one_at_a_time
 def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike,
                           class_names: Sequence[str] | None = None, normalize: bool = True,
                           title: str = "Confusion matrix (rows: ground truth)") -> Path:
@@ -137,6 +152,7 @@ def write_results_csv(history: Sequence[dict[str, Any]], path: str | os.PathLike
     return out
 
 
+@_one_at_a_time
 def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
     """Train loss terms, learning rate and the validation scores against the epoch, as one PNG."""
     rows = history_rows(history)
@@ -177,6 +193,7 @@ def per_class_values(metrics: dict[str, Any], prefix: str = "iou_") -> dict[str,
     return out
 
 
+@_one_at_a_time
 def plot_per_class(values: dict[str, float], path: str | os.PathLike, title: str = "IoU per class",
                    xlabel: str = "IoU") -> Path | None:
     """Horizontal bars, one per class, with the value printed at the end of each bar."""

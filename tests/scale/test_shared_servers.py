@@ -88,7 +88,7 @@ def test_pipeline_with_credentials_completes_and_leaks_no_secret(shared_env, tin
     [parent] = _pipeline_runs(client, "shared-inprocess")
     assert parent.info.status == "FINISHED"
     runs = [parent, *_children(client, parent)]
-    assert {r.info.run_name for r in runs[1:]} >= {"train", "evaluate", "export", "verify"}
+    assert {r.data.tags["antgo.stage"] for r in runs[1:]} >= {"train", "evaluate", "export", "verify"}
     assert client.get_model_version_by_alias("tiny-shared", "champion").run_id in {r.info.run_id for r in runs}
     leaks = []
     download = tmp_path / "artifacts"
@@ -137,7 +137,7 @@ def test_served_deployment_runs_two_pipelines_at_once(shared_env, tiny, tmp_path
     starts, ends = sorted(p.info.start_time for p in parents), sorted(p.info.end_time for p in parents)
     assert starts[1] < ends[0], "the two pipelines did not overlap in time"
     versions = {client.get_run(c.info.run_id).data.tags.get("antgo.model_version")
-                for p in parents for c in _children(client, p) if c.info.run_name == "export"}
+                for p in parents for c in _children(client, p) if c.data.tags["antgo.stage"] == "export"}
     assert len(versions) == 2 and None not in versions  # two registrations, no lost write
     assert "rror" not in shared_env.logs["prefect"].read_text().split("Uvicorn running")[-1].replace(
         "errors=0", ""), shared_env.logs["prefect"].read_text()[-3000:]

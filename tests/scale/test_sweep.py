@@ -81,13 +81,13 @@ def test_grid_sweep_nests_trials_survives_a_failure_and_registers_the_best(share
     assert summary["best_trial"] == best["trial"]
     assert sweep.data.tags["antgo.best_trial_run_id"] == best["mlflow_run_id"]
     version = client.get_model_version_by_alias("demo-sweep", "champion")
-    stages = {r.info.run_name: r for r in client.search_runs(
+    stages = {r.data.tags["antgo.stage"]: r for r in client.search_runs(
         [sweep.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{best['mlflow_run_id']}'")}
     assert set(stages) == {"parse_config", "train", "evaluate", "export", "verify"}
     assert version.run_id == stages["export"].info.run_id
     others = [r["mlflow_run_id"] for r in completed if r is not best]
     for run_id in others:  # only the best trial is exported
-        names = {r.info.run_name for r in client.search_runs(
+        names = {r.data.tags["antgo.stage"] for r in client.search_runs(
             [sweep.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")}
         assert names == {"parse_config", "train", "evaluate"}
 

@@ -36,7 +36,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def _children(client: Any, run_id: str) -> dict[str, Any]:
     parent = client.get_run(run_id)
     runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
-    return {r.info.run_name: r for r in runs}
+    return {r.data.tags["antgo.stage"]: r for r in runs}
 
 
 def _prefect_logs(flow_run_id: str) -> list[Any]:
