@@ -36,4 +36,10 @@ def log_datasets(client: Any, run_id: str | None, readers: dict[str, Any], data_
         entity = Dataset(name=name, digest=dataset_digest(dataset, split_cfg), source_type="local",
                          source=json.dumps({"uri": str(getattr(dataset, "dir", "") or "")}), profile=profile)
         inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", split)]))
-    client.log_inputs(run_id, datasets=inputs)
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception as exc:  # noqa: BLE001
+        # Two pipelines logging the same data set at once race on the server's insert (PostgreSQL reports a
+        # unique violation once the other insert committed); the retry finds the row and reuses it.
+        logger.warning("logging the dataset inputs failed (%s); retrying once", str(exc).splitlines()[0][:200])
+        client.log_inputs(run_id, datasets=inputs)
