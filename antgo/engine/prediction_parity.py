@@ -21,7 +21,20 @@ import numpy as np
 from antgo.metrics._coco import per_sample
 from antgo.metrics.detection import box_iou
 
-__all__ = ["compare_predictions", "PredictionStats", "COMPARATORS"]
+__all__ = ["compare_predictions", "prediction_failures", "PredictionStats", "COMPARATORS", "PREDICTION_THRESHOLDS"]
+
+# Defaults (docs/tasks.md): decoded predictions of the same float32 graph agree far closer than these; the
+# box-match fraction leaves room for a detection whose score sits on the threshold or ties in NMS.
+PREDICTION_THRESHOLDS = {"min_box_match": 0.95, "min_box_iou": 0.99, "max_score_diff": 1e-3,
+                         "min_label_agreement": 0.99, "max_keypoint_dist_px": 1.0, "max_mean_keypoint_dist_px": 0.1,
+                         "min_class_agreement": 0.999, "min_pixel_agreement": 0.999}
+# report entry → (threshold, True when the value must be at least the threshold)
+_CHECKS = {"box_match": ("min_box_match", True), "mean_box_iou": ("min_box_iou", True),
+           "max_score_diff": ("max_score_diff", False), "label_agreement": ("min_label_agreement", True),
+           "max_keypoint_dist_px": ("max_keypoint_dist_px", False),
+           "mean_keypoint_dist_px": ("max_mean_keypoint_dist_px", False),
+           "max_keypoint_score_diff": ("max_score_diff", False),
+           "class_agreement": ("min_class_agreement", True), "pixel_agreement": ("min_pixel_agreement", True)}
 
 
 class PredictionStats:
@@ -123,3 +136,18 @@ def compare_predictions(a: Mapping[str, Any], b: Mapping[str, Any], keys: Iterab
         if fn is None or not all(k in a and k in b for k in needed):
             continue
         fn(a, b, stats.setdefault(key, PredictionStats()))
+
+
+def prediction_failures(report: Mapping[str, Mapping[str, float | None]], thr: Mapping[str, float]) -> list[str]:
+    """One message per decoded-prediction check that fails, with the measured value and the threshold."""
+    failures = []
+    for key, entries in report.items():
+        for name, value in entries.items():
+            if value is None or name not in _CHECKS:
+                continue
+            limit_key, at_least = _CHECKS[name]
+            limit = thr[limit_key]
+            if not (value >= limit if at_least else value <= limit):
+                failures.append(f"predictions '{key}': {name} {value:.6g} {'<' if at_least else '>'} {limit:.6g} "
+                                f"({limit_key})")
+    return failures
