@@ -23,18 +23,21 @@ COCO_PERSON_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.
 class _KeypointStore(BaseMetric):
     """Shared streaming state: per image the gt joints, gt boxes and predicted joints."""
 
-    def __init__(self, pred_key: str = "pred_joints2d", gt_keys: Sequence[str] = ("joints2d", "bboxes")) -> None:
+    def __init__(self, pred_key: str = "pred_joints2d", gt_keys: Sequence[str] = ("joints2d", "bboxes"),
+                 area_key: str | None = None) -> None:
         if len(gt_keys) != 2:
             raise ValueError(f"{type(self).__name__}: gt_keys names (joints, boxes), got {gt_keys!r}")
         self.pred_key = pred_key
         self.gt_keys = tuple(gt_keys)
+        self.area_key = area_key
         self.reset()
 
     def keys(self) -> dict[str, list[str]]:
-        return {"pred": [self.pred_key], "gt": list(self.gt_keys)}
+        return {"pred": [self.pred_key], "gt": list(self.gt_keys) + ([self.area_key] if self.area_key else [])}
 
     def reset(self) -> None:
         self.images: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.areas: list[np.ndarray] = []  # object areas (the OKS scale): ``area_key`` or the box area
 
     def update(self, preds: Mapping[str, Any], gts: Mapping[str, Any]) -> None:
         owner = type(self).__name__
@@ -42,7 +45,8 @@ class _KeypointStore(BaseMetric):
         joints, boxes = (sample_field(gts, k, "gts", owner) for k in self.gt_keys)
         if not len(pred) == len(joints) == len(boxes):
             raise ValueError(f"{owner}: {len(pred)} predictions, {len(joints)} joints2d, {len(boxes)} bboxes")
-        for p, j, b in zip(pred, joints, boxes):
+        areas = sample_field(gts, self.area_key, "gts", owner) if self.area_key else [None] * len(boxes)
+        for p, j, b, area in zip(pred, joints, boxes, areas):
             j = np.asarray(j, np.float64)
             k = j.shape[-2] if j.ndim >= 2 else 0
             j = j.reshape(-1, k, 3) if j.size else np.zeros((0, k, 3))
@@ -54,20 +58,23 @@ class _KeypointStore(BaseMetric):
             if len(p) and p.shape[1] != k and k:
                 raise ValueError(f"{owner}: sample {len(self.images)}: {p.shape[1]} predicted keypoints, {k} in gt")
             self.images.append((j, b, p))
+            box_area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+            self.areas.append(box_area if area is None else np.asarray(area, np.float64).reshape(-1))
 
 
 @METRICS.register_module()
 class KeypointAP(_KeypointStore):
     """COCO keypoint AP (object keypoint similarity) through pycocotools.
 
-    OKS uses the ground-truth box area as the object scale and ``sigmas`` per keypoint (default: COCO's for 17
+    OKS uses the object area as the scale (``area_key``, e.g. COCO2017's ``'areas'`` = the segment area as
+    COCO uses; default the ground-truth box area) and ``sigmas`` per keypoint (default: COCO's for 17
     keypoints, else 0.05 for each). The instance score is the mean predicted confidence. Reports ``kp_AP``
     (AP@OKS[.5:.95]), ``kp_AP_50``, ``kp_AP_75`` and ``kp_AR``.
     """
 
     def __init__(self, sigmas: Sequence[float] | None = None, pred_key: str = "pred_joints2d",
-                 gt_keys: Sequence[str] = ("joints2d", "bboxes")) -> None:
-        super().__init__(pred_key, gt_keys)
+                 gt_keys: Sequence[str] = ("joints2d", "bboxes"), area_key: str | None = None) -> None:
+        super().__init__(pred_key, gt_keys, area_key)
         self.sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
 
     def _sigmas(self, k: int) -> np.ndarray:
@@ -81,13 +88,13 @@ class KeypointAP(_KeypointStore):
         result = {"kp_AP": 0.0, "kp_AP_50": 0.0, "kp_AP_75": 0.0, "kp_AR": 0.0}
         k = next((j.shape[1] for j, _, _ in self.images if j.shape[1]), 0)
         images, annotations, detections = [], [], []
-        for image_id, (joints, boxes, pred) in enumerate(self.images, 1):
+        for image_id, ((joints, boxes, pred), areas) in enumerate(zip(self.images, self.areas), 1):
             images.append({"id": image_id})
-            for j, box in zip(joints, xyxy_to_xywh(boxes)):
+            for j, box, area in zip(joints, xyxy_to_xywh(boxes), areas):
                 visible = int((j[:, 2] > 0).sum())
                 flat = np.concatenate([j[:, :2], (j[:, 2:] > 0) * 2.0], axis=1).reshape(-1)
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                                    "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0,
+                                    "bbox": box.tolist(), "area": float(area), "iscrowd": 0,
                                     "keypoints": flat.tolist(), "num_keypoints": visible})
             for p in pred:
                 flat = np.concatenate([p[:, :2], np.ones((len(p), 1))], axis=1).reshape(-1)
