@@ -57,16 +57,24 @@ def ensure_demo_data(cfg: Any, config_path: str | os.PathLike) -> list[str]:
     if DEMO_CONFIG_DIR not in path.parents:
         return []
     from antgo.data.datasets.demo import MANIFEST
-    from antgo.data.datasets.synthetic import make_demo_voc
+    from antgo.data.datasets.synthetic_tasks import make_demo
 
     made = []
     for split in SPLITS:
-        folder = ((cfg.get("data") or {}).get(split) or {}).get("dir")
+        split_cfg = (cfg.get("data") or {}).get(split) or {}
+        folder = split_cfg.get("dir")
         if folder and not (Path(folder) / MANIFEST).exists() and str(folder) not in made:
             logger.info("demo data missing in %s: generating it", folder)
-            make_demo_voc(folder)
+            make_demo(demo_task(split_cfg), folder)
             made.append(str(folder))
     return made
+
+
+def demo_task(split_cfg: Any) -> str:
+    """The embedded demo a split reads, from its reader: ImageFolder → cls, COCO2017 → det or kp, else seg."""
+    task_type = str((split_cfg.get("ext_params") or {}).get("task_type", "")).upper()
+    return {"ImageFolder": "cls", "COCO2017": "kp" if task_type == "KEYPOINTS" else "det"}.get(split_cfg.get("type"),
+                                                                                               "seg")
 
 
 @task(name="parse_config", cache_policy=NO_CACHE)
@@ -226,6 +234,7 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
     """``Tester.evaluate`` of ``checkpoint`` on the test split; logs metrics, confusion matrix, overlays."""
     from antgo.engine import Tester
     from antgo.tracking.plots import find_confusion_matrix, plot_confusion_matrix
+    from antgo.tracking.task_plots import task_plots
 
     tracker = _tracker(tracking)
     with tracker.stage("evaluate") as run:
@@ -239,12 +248,17 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
         tracker.log_metrics(tracker.parent_run_id, {f"test/{k}": v for k, v in metrics.items()})
         cm = find_confusion_matrix(getattr(tester, "metrics", None))
         plots: list[str] = []
+        vis_files_extra: list[str] = []
         if cm is not None:
             names = _class_names(getattr(getattr(tester, "reader", None), "dataset", None), cm.shape[0])
             plots.append(str(plot_confusion_matrix(cm, out_dir / "confusion_matrix.png", names)))
             run.log_artifact(plots[-1], "plots")
             run.log_dict({"confusion_matrix": cm.tolist(), "class_names": names}, "plots/confusion_matrix.json")
-        vis_files = [str(f) for f in (getattr(tester, "vis_files", None) or [])]
+        for path, folder in task_plots(tester, out_dir, num_vis):  # PR curves, box / keypoint overlays
+            if folder == "plots":
+                run.log_artifact(path, folder)
+            (plots if folder == "plots" else vis_files_extra).append(path)
+        vis_files = [str(f) for f in (getattr(tester, "vis_files", None) or [])] + vis_files_extra
         for f in vis_files:
             run.log_artifact(f, "predictions")
         if (out_dir / "metrics.json").is_file():

@@ -74,6 +74,7 @@ class DetMAP(BaseMetric):
     def reset(self) -> None:
         # one tuple per image: (gt boxes, gt labels, gt ignore flags, det boxes, det scores, det labels)
         self.images: list[tuple[np.ndarray, ...]] = []
+        self.pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def update(self, preds: Mapping[str, Any], gts: Mapping[str, Any]) -> None:
         boxes, scores, labels = (sample_field(preds, k, "preds", "DetMAP") for k in self.pred_keys)
@@ -128,6 +129,10 @@ class DetMAP(BaseMetric):
                                  ("AR_100", 8)):
                     result[key] = max(float(stats[idx]), 0.0)  # -1: no ground truth in that area range
                 per_class = per_class_ap(evaluator, cats)
+                # precision over COCO's 101 recall points at IoU 0.5 per class (the pipeline plots it)
+                precision = evaluator.eval["precision"][0, :, :, 0, -1]
+                self.pr_curves = {self._name(c): (np.asarray(evaluator.params.recThrs), precision[:, k])
+                                  for k, c in enumerate(evaluator.params.catIds) if (precision[:, k] > -1).all()}
         result.update({f"AP_{self._name(c)}": v for c, v in per_class.items()})
         if self.voc:
             result["voc_mAP_50"] = self.voc_map(cats)
