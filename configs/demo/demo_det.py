@@ -21,7 +21,7 @@ optimizer = dict(type='AdamW', lr=3e-3, weight_decay=1e-4)
 optimizer_config = dict(grad_clip=dict(max_norm=10.0, norm_type=2))
 lr_config = dict(policy='CosineAnnealing', min_lr=1e-5, by_epoch=False, warmup='linear', warmup_iters=20,
                  warmup_ratio=0.1)
-max_epochs = 16
+max_epochs = 8
 
 _test_pipeline = [
     dict(type='ResizeS', target_dim=_size),
