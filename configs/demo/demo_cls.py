@@ -2,7 +2,7 @@
 # (antgo.data.datasets.synthetic_tasks.make_demo_cls: 400 train / 100 val, 4 classes),
 # ImageClassifier (SimpleConvNet + LinearClsHead) at 96x96. Metric and time: docs/tasks.md.
 # `make demo TASK=cls` generates the data into data/demo_cls when it is missing.
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/default_runtime.py', '../_base_/demo_schedule.py']
 
 _data_dir = 'data/demo_cls'
 _size = (96, 96)
@@ -16,10 +16,6 @@ model = dict(
     head=dict(type='LinearClsHead', in_channels=96, num_classes=len(_classes)),
 )
 
-optimizer = dict(type='AdamW', lr=3e-3, weight_decay=1e-4)
-optimizer_config = dict(grad_clip=dict(max_norm=10.0, norm_type=2))
-lr_config = dict(policy='CosineAnnealing', min_lr=1e-5, by_epoch=False, warmup='linear', warmup_iters=20,
-                 warmup_ratio=0.1)
 max_epochs = 10
 
 _test_pipeline = [

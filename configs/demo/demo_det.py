@@ -2,7 +2,7 @@
 # (antgo.data.datasets.synthetic_tasks.make_demo_det: 300 train / 100 val images, 4 classes),
 # CenterNet on DDRKetNetF at 128x128. Metric and time on 2 CPU cores: docs/tasks.md.
 # `make demo TASK=det` (flows/train_flow.py) generates the data into data/demo_det when it is missing.
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/default_runtime.py', '../_base_/demo_schedule.py']
 
 _data_dir = 'data/demo_det'
 _size = (128, 128)
@@ -17,10 +17,6 @@ model = dict(
     test_cfg=dict(topk=100, score_thr=0.05, nms_iou=0.6, max_per_img=100),
 )
 
-optimizer = dict(type='AdamW', lr=3e-3, weight_decay=1e-4)
-optimizer_config = dict(grad_clip=dict(max_norm=10.0, norm_type=2))
-lr_config = dict(policy='CosineAnnealing', min_lr=1e-5, by_epoch=False, warmup='linear', warmup_iters=20,
-                 warmup_ratio=0.1)
 max_epochs = 8
 
 _test_pipeline = [

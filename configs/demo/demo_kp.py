@@ -2,7 +2,7 @@
 # that may hide a corner (antgo.data.datasets.synthetic_tasks.make_demo_kp, COCO keypoints layout),
 # HeatmapPose (DDRKetNetF + HeatmapHead, heat maps at 1/2) at 128x128. Metric and time: docs/tasks.md.
 # `make demo TASK=kp` generates the data into data/demo_kp when it is missing.
-_base_ = ['../_base_/default_runtime.py']
+_base_ = ['../_base_/default_runtime.py', '../_base_/demo_schedule.py']
 
 _data_dir = 'data/demo_kp'
 _size = (128, 128)
@@ -17,10 +17,6 @@ model = dict(
     head=dict(type='HeatmapHead', in_channels=32, num_joints=_num_joints, channels=32, num_deconv=1, sigma=1.5),
 )
 
-optimizer = dict(type='AdamW', lr=3e-3, weight_decay=1e-4)
-optimizer_config = dict(grad_clip=dict(max_norm=10.0, norm_type=2))
-lr_config = dict(policy='CosineAnnealing', min_lr=1e-5, by_epoch=False, warmup='linear', warmup_iters=20,
-                 warmup_ratio=0.1)
 max_epochs = 12
 
 _test_pipeline = [

@@ -5,32 +5,17 @@ from typing import Any
 
 import torch
 
-from antgo.models.base import BaseModule
-from antgo.registry import HEADS, MODELS
+from antgo.models._backbone_head import BackboneHeadModel
+from antgo.registry import MODELS
 
 
 @MODELS.register_module()
-class ImageClassifier(BaseModule):
+class ImageClassifier(BackboneHeadModel):
     """Image classification for the ``pred`` task form.
 
     ``forward_train(image, label)`` → ``{'loss_cls', 'acc'}``; ``forward_test(image)`` →
     ``{'pred': (B, num_classes) probabilities}``; ``onnx_export(image)`` → the same probabilities.
     """
-
-    def __init__(self, backbone: dict, head: dict, neck: dict | None = None, train_cfg: dict | None = None,
-                 test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.backbone = MODELS.build(backbone, key_path="model.backbone")
-        self.with_neck = neck is not None
-        if neck is not None:
-            self.neck = MODELS.build(neck, key_path="model.neck")
-        self.head = HEADS.build(head, key_path="model.head")
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
-
-    def extract_feat(self, image: torch.Tensor) -> Any:
-        x = self.backbone(image)
-        return self.neck(x) if self.with_neck else x
 
     def forward_train(self, image: torch.Tensor, label: torch.Tensor, **kwargs: Any) -> dict[str, torch.Tensor]:
         return dict(self.head.loss(self.head(self.extract_feat(image)), label))

@@ -5,16 +5,16 @@ from typing import Any
 
 import torch
 
-from antgo.models.base import BaseModule
+from antgo.models._backbone_head import BackboneHeadModel
 from antgo.models.detectors.postprocess import decode_centernet
 from antgo.models.heads._dense import samples_of
-from antgo.registry import HEADS, MODELS
+from antgo.registry import MODELS
 
 _DECODE_KEYS = ("topk", "score_thr", "nms_iou", "max_per_img")
 
 
 @MODELS.register_module()
-class CenterNet(BaseModule):
+class CenterNet(BackboneHeadModel):
     """Object detection for the ``{'box', 'label'}`` task form (plus ``score``).
 
     - ``forward_train(image, bboxes, labels)``: ``bboxes`` per sample (N, 4) xyxy pixels, ``labels`` (N,)
@@ -28,21 +28,10 @@ class CenterNet(BaseModule):
 
     def __init__(self, backbone: dict, head: dict, neck: dict | None = None, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.backbone = MODELS.build(backbone, key_path="model.backbone")
-        self.with_neck = neck is not None
-        if neck is not None:
-            self.neck = MODELS.build(neck, key_path="model.neck")
-        self.head = HEADS.build(head, key_path="model.head")
-        self.train_cfg = train_cfg
-        self.test_cfg = dict(test_cfg or {})
+        super().__init__(backbone, head, neck, train_cfg, dict(test_cfg or {}), init_cfg)
         unknown = sorted(set(self.test_cfg) - set(_DECODE_KEYS))
         if unknown:
             raise ValueError(f"model.test_cfg.{unknown[0]} is not a CenterNet option; known: {', '.join(_DECODE_KEYS)}")
-
-    def extract_feat(self, image: torch.Tensor) -> Any:
-        x = self.backbone(image)
-        return self.neck(x) if self.with_neck else x
 
     def forward_train(self, image: torch.Tensor, bboxes: Any, labels: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         outputs = self.head(self.extract_feat(image))

@@ -5,14 +5,14 @@ from typing import Any
 
 import torch
 
-from antgo.models.base import BaseModule
+from antgo.models._backbone_head import BackboneHeadModel
 from antgo.models.heads._dense import samples_of
 from antgo.models.heads.heatmap_head import decode_heatmaps
-from antgo.registry import HEADS, MODELS
+from antgo.registry import MODELS
 
 
 @MODELS.register_module()
-class HeatmapPose(BaseModule):
+class HeatmapPose(BackboneHeadModel):
     """2-D keypoints for the ``{'pred_joints2d'}`` task form (one instance per image).
 
     - ``forward_train(image, joints2d)``: ``joints2d`` per sample (N, K, 3) x, y, visibility → ``loss_keypoint``;
@@ -20,21 +20,6 @@ class HeatmapPose(BaseModule):
     - ``onnx_postprocess(outputs, image)`` / ``forward_test(image)`` → ``pred_joints2d`` (B, 1, K, 3): x, y in
       input pixels (sub-pixel) and the peak value as confidence.
     """
-
-    def __init__(self, backbone: dict, head: dict, neck: dict | None = None, train_cfg: dict | None = None,
-                 test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.backbone = MODELS.build(backbone, key_path="model.backbone")
-        self.with_neck = neck is not None
-        if neck is not None:
-            self.neck = MODELS.build(neck, key_path="model.neck")
-        self.head = HEADS.build(head, key_path="model.head")
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
-
-    def extract_feat(self, image: torch.Tensor) -> Any:
-        x = self.backbone(image)
-        return self.neck(x) if self.with_neck else x
 
     def forward_train(self, image: torch.Tensor, joints2d: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         heatmaps = self.head(self.extract_feat(image))
