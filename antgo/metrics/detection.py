@@ -42,7 +42,8 @@ class DetMAP(BaseMetric):
     Predictions (``forward_test``): ``box`` (per sample (N, 4) xyxy pixels), ``score`` (N,), ``label`` (N,).
     Ground truth: ``bboxes`` (M, 4) xyxy pixels, ``labels`` (M,), and, with ``ignore_key`` (``'iscrowd'`` for
     COCO, ``'difficult'`` for Pascal), a per-box flag: such boxes are COCO crowd regions (a detection on them is
-    neither a hit nor a false positive) and VOC "difficult" boxes.
+    neither a hit nor a false positive) and VOC "difficult" boxes. ``area_key`` (COCO2017's ``'areas'``) gives the
+    object areas for COCO's small/medium/large ranges (default: the box areas).
 
     Reports ``mAP`` (AP@[.5:.95]), ``mAP_50``, ``mAP_75``, ``mAP_s/m/l``, ``AR_100`` (pycocotools' numbers),
     ``AP_<class>`` per class (AP@[.5:.95], NaN for a class without ground truth) and, with ``voc=True``,
@@ -51,7 +52,7 @@ class DetMAP(BaseMetric):
     """
 
     def __init__(self, class_num: int | None = None, class_names: Sequence[str] | None = None,
-                 ignore_key: str | None = None, voc: bool = False, max_dets: int = 100,
+                 ignore_key: str | None = None, voc: bool = False, max_dets: int = 100, area_key: str | None = None,
                  pred_keys: Sequence[str] = ("box", "score", "label"), gt_keys: Sequence[str] = ("bboxes", "labels"),
                  ) -> None:
         if class_names is not None and class_num is not None and len(class_names) != class_num:
@@ -61,6 +62,7 @@ class DetMAP(BaseMetric):
         self.class_num = class_num if class_num is None else int(class_num)
         self.class_names = list(class_names) if class_names is not None else None
         self.ignore_key = ignore_key
+        self.area_key = area_key
         self.voc = bool(voc)
         self.max_dets = int(max_dets)
         self.pred_keys = tuple(pred_keys)
@@ -68,18 +70,20 @@ class DetMAP(BaseMetric):
         self.reset()
 
     def keys(self) -> dict[str, list[str]]:
-        gt = list(self.gt_keys) + ([self.ignore_key] if self.ignore_key else [])
+        gt = list(self.gt_keys) + [k for k in (self.ignore_key, self.area_key) if k]
         return {"pred": list(self.pred_keys), "gt": gt}
 
     def reset(self) -> None:
         # one tuple per image: (gt boxes, gt labels, gt ignore flags, det boxes, det scores, det labels)
         self.images: list[tuple[np.ndarray, ...]] = []
         self.pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.areas: list[np.ndarray | None] = []  # per image: ``area_key`` values (COCO's area ranges), or None
 
     def update(self, preds: Mapping[str, Any], gts: Mapping[str, Any]) -> None:
         boxes, scores, labels = (sample_field(preds, k, "preds", "DetMAP") for k in self.pred_keys)
         gt_boxes, gt_labels = (sample_field(gts, k, "gts", "DetMAP") for k in self.gt_keys)
         ignore = sample_field(gts, self.ignore_key, "gts", "DetMAP") if self.ignore_key else [None] * len(gt_boxes)
+        areas = sample_field(gts, self.area_key, "gts", "DetMAP") if self.area_key else [None] * len(gt_boxes)
         if not len(boxes) == len(scores) == len(labels) == len(gt_boxes) == len(gt_labels) == len(ignore):
             raise ValueError(f"DetMAP: batch sizes differ: {len(boxes)} box, {len(scores)} score, {len(labels)} "
                              f"label predictions, {len(gt_boxes)} bboxes, {len(gt_labels)} labels")
@@ -95,6 +99,7 @@ class DetMAP(BaseMetric):
                                  f"{len(gi)} ignore flags; {len(db)} boxes, {len(ds)} scores, {len(dl)} labels")
             keep = dl >= 0  # padded predictions carry label -1
             self.images.append((gb, gl, gi, db[keep], ds[keep], dl[keep]))
+            self.areas.append(None if areas[i] is None else np.asarray(areas[i], np.float64).reshape(-1))
 
     def _category_ids(self) -> list[int]:
         if self.class_num is not None:
@@ -103,11 +108,13 @@ class DetMAP(BaseMetric):
 
     def _coco(self, cats: list[int]) -> tuple[Any, list[dict]]:
         images, annotations, detections = [], [], []
-        for image_id, (gb, gl, gi, db, ds, dl) in enumerate(self.images, 1):
+        for image_id, ((gb, gl, gi, db, ds, dl), areas) in enumerate(zip(self.images, self.areas), 1):
             images.append({"id": image_id})
-            for box, cat, crowd in zip(xyxy_to_xywh(gb), gl, gi):
+            boxes = xyxy_to_xywh(gb)
+            areas = boxes[:, 2] * boxes[:, 3] if areas is None else areas
+            for box, cat, crowd, area in zip(boxes, gl, gi, areas):
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cat),
-                                    "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": int(crowd)})
+                                    "bbox": box.tolist(), "area": float(area), "iscrowd": int(crowd)})
             for box, score, cat in zip(xyxy_to_xywh(db), ds, dl):
                 detections.append({"image_id": image_id, "category_id": int(cat), "bbox": box.tolist(),
                                    "score": float(score)})

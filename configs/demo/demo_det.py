@@ -25,7 +25,7 @@ _test_pipeline = [
     dict(type='Normalize', mean=_mean, std=_std, keys=['image']),
 ]
 _eval_split = dict(type='COCO2017', train_or_test='val', dir=_data_dir, ext_params=dict(task_type='DETECTION'),
-                   pipeline=_test_pipeline, inputs_def=dict(fields=['image', 'bboxes', 'labels', 'iscrowd']))
+                   pipeline=_test_pipeline, inputs_def=dict(fields=['image', 'bboxes', 'labels', 'iscrowd', 'areas']))
 _eval_loader = dict(samples_per_gpu=20, workers_per_gpu=0, drop_last=False, shuffle=False)
 
 data = dict(
@@ -50,7 +50,7 @@ data = dict(
 )
 
 evaluation = dict(interval=2, metric=dict(type='DetMAP', class_num=len(_classes), class_names=_classes,
-                                          ignore_key='iscrowd'),
+                                          ignore_key='iscrowd', area_key='areas'),
                   save_best='mAP_50', rule='greater')
 log_config = dict(interval=5, hooks=[dict(type='TextLoggerHook')])
 checkpoint_config = dict(interval=4, max_keep_ckpts=2)

@@ -25,7 +25,7 @@ _test_pipeline = [
     dict(type='Normalize', mean=_mean, std=_std, keys=['image']),
 ]
 _eval_split = dict(type='COCO2017', train_or_test='val', dir=_data_dir, ext_params=dict(task_type='KEYPOINTS'),
-                   pipeline=_test_pipeline, inputs_def=dict(fields=['image', 'joints2d', 'bboxes']))
+                   pipeline=_test_pipeline, inputs_def=dict(fields=['image', 'joints2d', 'bboxes', 'areas']))
 _eval_loader = dict(samples_per_gpu=20, workers_per_gpu=0, drop_last=False, shuffle=False)
 
 data = dict(
@@ -49,8 +49,9 @@ data = dict(
     test_dataloader=_eval_loader,
 )
 
-# PCK@0.1: a corner within 10% of the house's box side; KeypointAP: COCO OKS AP (sigma 0.05 per corner)
-evaluation = dict(interval=2, metric=[dict(type='PCK', thr=0.1), dict(type='KeypointAP')],
+# PCK@0.1: a corner within 10% of the house's box side; KeypointAP: COCO OKS AP (sigma 0.05 per corner,
+# object scale = the annotated area, as COCO)
+evaluation = dict(interval=2, metric=[dict(type='PCK', thr=0.1), dict(type='KeypointAP', area_key='areas')],
                   save_best='pck', rule='greater')
 log_config = dict(interval=5, hooks=[dict(type='TextLoggerHook')])
 checkpoint_config = dict(interval=4, max_keep_ckpts=2)

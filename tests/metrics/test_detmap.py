@@ -144,3 +144,13 @@ def test_voc_ap_with_difficult_boxes() -> None:
     # ranks after dropping the difficult match: TP, FP, TP → recall (0.5, 0.5, 1), precision (1, 1/2, 2/3)
     assert out["voc_mAP_50"] == pytest.approx(0.5 * 1 + 0.5 * (2 / 3), abs=TOL)
     assert voc_ap(np.array([0.5, 1.0]), np.array([1.0, 0.5])) == pytest.approx(0.75)
+
+
+def test_area_key_sets_the_coco_size_range() -> None:
+    # a 40x40 box (medium by box area) whose annotated segment area is 100 px (small): COCO ranks it small
+    metric = DetMAP(area_key="areas")
+    assert metric.keys()["gt"] == ["bboxes", "labels", "areas"]
+    metric.update({"box": [np.array([[0, 0, 40, 40.]])], "score": [np.array([0.9])], "label": [np.array([0])]},
+                  {"bboxes": [np.array([[0, 0, 40, 40.]])], "labels": [np.array([0])], "areas": [np.array([100.])]})
+    out = metric.compute()
+    assert out["mAP_s"] == pytest.approx(1.0) and out["mAP_m"] == 0.0
