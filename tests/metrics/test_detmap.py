@@ -154,3 +154,22 @@ def test_area_key_sets_the_coco_size_range() -> None:
                   {"bboxes": [np.array([[0, 0, 40, 40.]])], "labels": [np.array([0])], "areas": [np.array([100.])]})
     out = metric.compute()
     assert out["mAP_s"] == pytest.approx(1.0) and out["mAP_m"] == 0.0
+
+
+def test_pascal_reader_ground_truth_as_predictions_scores_one(tmp_path: Path) -> None:
+    """Through the real Pascal2012 DETECTION reader: its own boxes (difficult ones ignored) give AP 1 both ways."""
+    from antgo.data import build_dataset
+    from antgo.data.collate import collate
+    from antgo.data.datasets.synthetic_tasks import make_voc_det_tree
+
+    root = make_voc_det_tree(tmp_path / "voc", splits={"val": 6}, difficult_fraction=0.3)
+    reader = build_dataset(dict(type="Pascal2012", train_or_test="val", dir=str(root),
+                                ext_params=dict(task_type="DETECTION"),
+                                inputs_def=dict(fields=["bboxes", "labels", "difficult"])), "data.val")
+    metric = DetMAP(class_num=4, ignore_key="difficult", voc=True)
+    batch = collate([reader[i] for i in range(len(reader))])
+    assert any(bool(d.any()) for d in batch["difficult"])
+    metric.update({"box": batch["bboxes"], "score": [np.ones(len(b)) for b in batch["bboxes"]],
+                   "label": batch["labels"]}, batch)
+    out = metric.compute()
+    assert out["voc_mAP_50"] == pytest.approx(1.0) and out["mAP"] == pytest.approx(1.0)
