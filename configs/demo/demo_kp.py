@@ -17,7 +17,7 @@ model = dict(
     head=dict(type='HeatmapHead', in_channels=32, num_joints=_num_joints, channels=32, num_deconv=1, sigma=1.5),
 )
 
-max_epochs = 12
+max_epochs = 16
 
 _test_pipeline = [
     dict(type='ResizeS', target_dim=_size),
