@@ -1,11 +1,11 @@
 # The embedded keypoint demo: one "house" per image whose 5 corners are the keypoints, among distractor shapes
 # that may hide a corner (antgo.data.datasets.synthetic_tasks.make_demo_kp, COCO keypoints layout),
-# HeatmapPose (DDRKetNetF + HeatmapHead, heat maps at 1/2) at 128x128. Metric and time: docs/tasks.md.
+# HeatmapPose (DDRKetNetF + HeatmapHead, heat maps at 1/2) at 96x96. Metric and time: docs/tasks.md.
 # `make demo TASK=kp` generates the data into data/demo_kp when it is missing.
 _base_ = ['../_base_/default_runtime.py', '../_base_/demo_schedule.py']
 
 _data_dir = 'data/demo_kp'
-_size = (128, 128)
+_size = (96, 96)
 _num_joints = 5
 _flip_pairs = [[1, 3], [2, 4]]  # [left ids, right ids]: eaves and base corners trade places on a flip
 _mean = (0.485, 0.456, 0.406)
@@ -17,7 +17,7 @@ model = dict(
     head=dict(type='HeatmapHead', in_channels=32, num_joints=_num_joints, channels=32, num_deconv=1, sigma=1.5),
 )
 
-max_epochs = 16
+max_epochs = 12
 
 _test_pipeline = [
     dict(type='ResizeS', target_dim=_size),
@@ -57,7 +57,7 @@ log_config = dict(interval=5, hooks=[dict(type='TextLoggerHook')])
 checkpoint_config = dict(interval=4, max_keep_ckpts=2)
 
 export = dict(
-    input_shape_list=[[1, 3, 128, 128]],
+    input_shape_list=[[1, 3, 96, 96]],
     input_name_list=['image'],
     output_name_list=['heatmap'],
 )
