@@ -148,3 +148,10 @@ def test_onnx_outputs_decode_like_forward_test(tmp_path) -> None:
         ref = kp.forward_test(batch["image"])["pred_joints2d"]
     assert torch.allclose(ref,
                           kp.onnx_postprocess(got, batch["image"])["pred_joints2d"], atol=1e-3)
+
+
+def test_heatmap_decode_at_the_border_stays_on_the_cell() -> None:
+    heat = torch.zeros(1, 1, 16, 16)
+    draw_gaussian(heat[0, 0], 0.0, 7.0, 1.5)
+    x = decode_heatmaps(heat, (64, 64))[0, 0, 0, 0].item()
+    assert x == pytest.approx(1.5)  # cell 0's centre in pixels: (0 + 0.5) * 4 - 0.5

@@ -64,9 +64,10 @@ class CenterNetHead(BaseModule):
                 cells.append(iy * w + ix)
                 sizes.append((bw, bh))
                 offsets.append((cx - ix, cy - iy))
-        as_tensor = lambda v, dt: torch.tensor(v, dtype=dt).reshape(len(index), -1)  # noqa: E731
+        n = len(index)
         return (heat, torch.tensor(index, dtype=torch.long), torch.tensor(cells, dtype=torch.long),
-                as_tensor(sizes, torch.float32), as_tensor(offsets, torch.float32))
+                torch.tensor(sizes, dtype=torch.float32).reshape(n, 2),
+                torch.tensor(offsets, dtype=torch.float32).reshape(n, 2))
 
     def loss(self, outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], image_size: tuple[int, int],
              boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:

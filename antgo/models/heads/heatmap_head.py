@@ -21,7 +21,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, image_size: tuple[int, int]) -> torc
     """(B, K, h, w) heat maps → (B, 1, K, 3) = x, y in input pixels and the peak value.
 
     The argmax cell is refined per axis by the vertex of a parabola through the log values of it and its two
-    neighbours (exact for a Gaussian peak), clamped to ±0.5 cell.
+    neighbours (exact for a Gaussian peak), clamped to ±0.5 cell; a peak on the border is not refined.
     """
     heatmaps = heatmaps.float()
     b, k, h, w = heatmaps.shape
@@ -37,10 +37,12 @@ def decode_heatmaps(heatmaps: torch.Tensor, image_size: tuple[int, int]) -> torc
 
     centre = at(0, 0)
     shifts = []
-    for lo, hi in ((at(0, -1), at(0, 1)), (at(-1, 0), at(1, 0))):
+    inside = ((xs > 0) & (xs < w - 1), (ys > 0) & (ys < h - 1))  # a border peak has no neighbour to fit
+    for (lo, hi), ok in zip(((at(0, -1), at(0, 1)), (at(-1, 0), at(1, 0))), inside):
         curvature = lo - 2 * centre + hi
-        # only a real maximum (negative curvature) is refined; flat or clipped neighbourhoods stay at the cell
-        delta = torch.where(curvature < -1e-6, 0.5 * (lo - hi) / curvature.clamp(max=-1e-6), torch.zeros_like(centre))
+        # only a real maximum (negative curvature) is refined; flat neighbourhoods stay at the cell
+        refine = ok & (curvature < -1e-6)
+        delta = torch.where(refine, 0.5 * (lo - hi) / curvature.clamp(max=-1e-6), torch.zeros_like(centre))
         shifts.append(delta.clamp(-0.5, 0.5))
     sy, sx = image_size[0] / h, image_size[1] / w
     x = (xs.float() + shifts[0] + 0.5) * sx - 0.5
