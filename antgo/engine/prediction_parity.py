@@ -65,6 +65,7 @@ def _boxes(a: Mapping[str, Any], b: Mapping[str, Any], stats: PredictionStats) -
             per_sample(a["label"]), per_sample(b["label"])):
         boxes_a, boxes_b = boxes_a.reshape(-1, 4), boxes_b.reshape(-1, 4)
         n = max(len(boxes_a), len(boxes_b))
+        stats.add("detections_per_image", n, 1)  # shows whether there was anything to compare
         if n == 0:
             continue
         # padded by half a pixel: identical degenerate (zero-width) boxes, common early in training, compare as 1
