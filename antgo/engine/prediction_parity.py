@@ -77,7 +77,8 @@ def _boxes(a: Mapping[str, Any], b: Mapping[str, Any], stats: PredictionStats) -
         stats.add("mean_box_iou", sum(iou[i, j] for i, j in pairs), len(pairs))
         for i, j in pairs:
             stats.peak("max_score_diff", abs(float(scores_a.reshape(-1)[i]) - float(scores_b.reshape(-1)[j])))
-        any_label = _greedy_pairs(iou, 0.5)
+        # label-agnostic pairs; among equal boxes (CenterNet gives one per class at a centre) prefer the same label
+        any_label = _greedy_pairs(iou + 1e-3 * same, 0.5)
         stats.add("label_agreement", sum(bool(same[i, j]) for i, j in any_label), len(any_label))
 
 
