@@ -64,6 +64,7 @@ class Tester:
         self.results: dict[str, float] = {}
         self.vis_files: list[str] = []
         self.reader: Any = None
+        self.batch_transform: Any = None  # the device batch transform of split_for_device
 
     def config_model(self, checkpoint: str | None = None, strict: bool = True) -> None:
         """Build the model and load ``checkpoint`` (falls back to the config key ``checkpoint``)."""
@@ -85,7 +86,7 @@ class Tester:
         logger.info("Tester: %s with weights %s on %s", type(model).__name__, checkpoint, self.device)
 
     def _build_loader(self) -> Any:
-        from antgo.data.builder import build_dataloader, build_dataset
+        from antgo.data.builder import build_split_loader
 
         data = self.cfg.get("data") or {}
         if data.get("test") is None:
@@ -94,8 +95,9 @@ class Tester:
         if loader_cfg.get("shuffle"):
             logger.warning("data.test_dataloader.shuffle=True ignored: test order must follow the data set")
         loader_cfg["shuffle"] = False
-        self.reader = build_dataset(data["test"], "data.test")
-        return build_dataloader(self.reader, **loader_cfg)
+        loader, self.batch_transform = build_split_loader(data["test"], "data.test", self.device, **loader_cfg)
+        self.reader = loader.dataset
+        return loader
 
     def evaluate(self, json_file: str | None = None, vis_dir: str | None = None, num_vis: int = 0) -> dict[str, float]:
         """Evaluate on ``data.test``, write ``json_file`` (default ``work_dir/eval_results.json``), return metrics."""
@@ -122,7 +124,8 @@ class Tester:
 
         self.results = evaluate(self.model, loader, self.metrics, self.device, amp=self.amp,
                                 channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
-                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")))
+                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
+                                batch_transform=self.batch_transform)
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
         os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
         with open(json_file, "w", encoding="utf-8") as f:
