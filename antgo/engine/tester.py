@@ -51,13 +51,13 @@ class Tester:
 
     def __init__(self, cfg: Any, work_dir: str = "./output", device: str | None = None,
                  gpu_id: int | None = None) -> None:
-        from antgo.engine.device import resolve_device
+        from antgo.engine.device import fast_path, resolve_device
 
         self.cfg = load_config(cfg)
         self.work_dir = os.path.abspath(work_dir)
         self.device = resolve_device(device, gpu_id)
-        self.amp = bool(self.cfg.get("amp", False)) and self.device.type == "cuda"
-        self.channels_last = bool(self.cfg.get("channels_last", False))
+        fast = fast_path(self.cfg, self.device)  # the trainer's defaults: bf16 + channels_last on CUDA
+        self.amp, self.channels_last = fast.amp, fast.channels_last
         self.model: torch.nn.Module | None = None
         self.checkpoint: str | None = None
         self.metrics: list[Any] = []

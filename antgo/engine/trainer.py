@@ -347,7 +347,8 @@ class Trainer:
         if max_epochs is None and max_iters is None:
             max_epochs, max_iters = self.cfg.get("max_epochs"), self.cfg.get("max_iters")
             if max_epochs is not None and max_iters is not None:
-                raise KeyError("the config sets both max_epochs and max_iters; keep one of the two top-level keys")
+                raise KeyError("the config sets both max_epochs and max_iters; keep one of the two top-level keys "
+                               "(e.g. --cfg-options max_epochs=None) or pass --max-iters / start_train(max_iters=N)")
         if max_epochs is None and max_iters is None:
             raise KeyError("max_epochs is not set: pass start_train(max_epochs=N) or set the top-level config "
                            "key max_epochs = N (or max_iters = N for iteration-based training)")
