@@ -3,18 +3,13 @@ loss curve of 2 × B/2 matches 1 × B."""
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from antgo.engine import Tester, Trainer
 from antgo.engine.hooks import Hook
-
-REPO = Path(__file__).resolve().parents[2]
 
 PROBE = '''
 import json, os
@@ -68,23 +63,11 @@ def ddp_cfg(tmp_path_factory: pytest.TempPathFactory, seg_cfg_factory: object) -
     return cfg
 
 
-def test_two_ranks_at_half_batch_match_one_process(ddp_cfg: dict, tmp_path: Path) -> None:
+def test_two_ranks_at_half_batch_match_one_process(ddp_cfg: dict, tmp_path: Path, train_two_ranks: Any) -> None:
     cfg = copy.deepcopy(ddp_cfg)
     cfg["data"]["train_dataloader"]["samples_per_gpu"] = 2  # 2 ranks x 2 = the single process's 4
-    (tmp_path / "ddp_curve_plugin.py").write_text(PROBE)
-    cfg["custom_imports"] = dict(imports=["ddp_curve_plugin"])
-    cfg["custom_hooks"] = [dict(type="CurveProbe", out=str(tmp_path))]
-    cfg_file = tmp_path / "ddp_cfg.py"
-    cfg_file.write_text("\n".join(f"{k} = {v!r}" for k, v in cfg.items()) + "\n")
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", OMP_NUM_THREADS="1", ANTGO_PROGRESS="0")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "antgo",
-         "train", str(cfg_file), "--work-dir", str(tmp_path / "work"), "--device", "cpu"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = train_two_ranks(cfg, tmp_path, PROBE, dict(type="CurveProbe", out=str(tmp_path)))
     assert [r["iter"] for r in ranks] == [4, 4] and [r["val_samples"] for r in ranks] == [3, 2]
-    print("losses 2 x B/2:", ranks[0]["losses"])
 
     single = Trainer(ddp_cfg, work_dir=str(tmp_path / "single"), device="cpu")
     single.config_dataloader()
@@ -92,7 +75,6 @@ def test_two_ranks_at_half_batch_match_one_process(ddp_cfg: dict, tmp_path: Path
     curve = Curve()
     single.register_hook(curve)
     single.start_train()
-    print("losses 1 x B:  ", curve.losses)
     # the logged loss is averaged over the ranks; BN sees half batches per rank, hence a tolerance
     assert ranks[0]["losses"] == ranks[1]["losses"] and len(curve.losses) == 4
     assert ranks[0]["losses"] == pytest.approx(curve.losses, rel=0.03)
