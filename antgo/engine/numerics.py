@@ -77,19 +77,27 @@ class LossMeter:
         """Begin counting after global iteration ``iteration`` (a fill kernel, not a host-to-device copy)."""
         self._iter = torch.full((), float(iteration), dtype=torch.float64, device=self.device)
         self.keys, self.count, self._sums, self._first_bad = [], 0, None, None
+        self._key_counts: dict[str, int] = {}  # a key the model returns only sometimes averages over its own steps
+        self._zero = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def _grow(self, new: list[str]) -> None:
+        n = len(new)
+        sums = torch.zeros(n, dtype=torch.float64, device=self.device)
+        first_bad = torch.full((n,), float("inf"), dtype=torch.float64, device=self.device)
+        self._sums = sums if self._sums is None else torch.cat([self._sums, sums])
+        self._first_bad = first_bad if self._first_bad is None else torch.cat([self._first_bad, first_bad])
+        self.keys += new
 
     def add(self, terms: Mapping[str, torch.Tensor]) -> None:
         if self._iter is None:
             self.start(0)
-        if list(terms) != self.keys:
-            if self.count:  # the model returned other keys than before: report what was summed so far
-                raise ValueError(f"forward_train returned keys {list(terms)} after {self.keys} within one log "
-                                 f"interval; return the same loss keys every iteration")
-            self.keys = list(terms)
-            self._sums = torch.zeros(len(self.keys), dtype=torch.float64, device=self.device)
-            self._first_bad = torch.full((len(self.keys),), float("inf"), dtype=torch.float64, device=self.device)
-        values = torch.stack([t.detach().to(self.device, torch.float64, non_blocking=True).reshape(())
-                              for t in terms.values()])
+        new = [k for k in terms if k not in self._key_counts]
+        if new:
+            self._grow(new)
+        for key in terms:
+            self._key_counts[key] = self._key_counts.get(key, 0) + 1
+        values = torch.stack([terms[k].detach().to(self.device, torch.float64, non_blocking=True).reshape(())
+                              if k in terms else self._zero for k in self.keys])
         self._iter.add_(1)
         bad = ~torch.isfinite(values)
         self._first_bad = torch.where(bad, torch.minimum(self._first_bad, self._iter), self._first_bad)
@@ -137,7 +145,7 @@ class LossMeter:
         host = torch.cat([sums, first_bad]).tolist()  # the one device-to-host copy of the interval
         self.transfers += 1
         n, keys, count = len(self.keys), self.keys, self.count
-        averages = {k: v / count for k, v in zip(keys, host[:n])}
+        averages = {k: v / self._key_counts[k] for k, v in zip(keys, host[:n])}
         self.start(iteration)
         self._raise_if_bad(host[n:], keys, averages, count, describe)
         return averages

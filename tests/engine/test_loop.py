@@ -220,3 +220,15 @@ def test_pinned_memory_is_the_cuda_default(tiny_seg_cfg: dict) -> None:
     assert loader.pin_memory is True and transform is None
     cpu_loader, _ = build_split_loader(tiny_seg_cfg["data"]["train"], "data.train", "cpu", samples_per_gpu=2)
     assert cpu_loader.pin_memory is False
+
+
+def test_loss_meter_averages_a_key_over_the_steps_that_returned_it() -> None:
+    from antgo.engine.numerics import LossMeter
+
+    meter = LossMeter(torch.device("cpu"))
+    meter.add({"loss": torch.tensor(1.0), "loss_aux": torch.tensor(2.0)})
+    meter.add({"loss": torch.tensor(3.0)})
+    assert meter.flush(2) == {"loss": 2.0, "loss_aux": 2.0} and meter.transfers == 1
+    meter.add({"loss": torch.tensor(float("inf"))})
+    with pytest.raises(NonFiniteError, match="'loss' at global iter 3"):
+        meter.check()
