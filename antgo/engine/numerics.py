@@ -40,7 +40,7 @@ def parse_losses(outputs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, to
     terms: dict[str, torch.Tensor] = {}
     for key, value in outputs.items():
         if isinstance(value, torch.Tensor):
-            value = value.mean()
+            value = value if value.dim() == 0 else value.mean()
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
             value = sum(v.mean() for v in value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -79,6 +79,7 @@ class LossMeter:
         self.keys, self.count, self._sums, self._first_bad = [], 0, None, None
         self._key_counts: dict[str, int] = {}  # a key the model returns only sometimes averages over its own steps
         self._zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._inf = torch.full((), float("inf"), dtype=torch.float64, device=self.device)
 
     def _grow(self, new: list[str]) -> None:
         n = len(new)
@@ -96,11 +97,13 @@ class LossMeter:
             self._grow(new)
         for key in terms:
             self._key_counts[key] = self._key_counts.get(key, 0) + 1
-        values = torch.stack([terms[k].detach().to(self.device, torch.float64, non_blocking=True).reshape(())
-                              if k in terms else self._zero for k in self.keys])
+        parts = [terms[k].detach().reshape(()) if k in terms else self._zero for k in self.keys]
+        if any(p.device != self.device for p in parts):  # a Python number from forward_train
+            parts = [p.to(self.device, non_blocking=True) for p in parts]
+        values = torch.stack(parts).double()  # stack promotes mixed dtypes (bf16 terms under autocast)
         self._iter.add_(1)
-        bad = ~torch.isfinite(values)
-        self._first_bad = torch.where(bad, torch.minimum(self._first_bad, self._iter), self._first_bad)
+        # where a value is NaN/Inf, the current iteration; else inf: the running minimum is the first bad one
+        self._first_bad = torch.minimum(self._first_bad, torch.where(torch.isfinite(values), self._inf, self._iter))
         self._sums += values
         self.count += 1
 
