@@ -41,7 +41,11 @@ def move_to_device(batch: Mapping[str, Any], device: torch.device | str, channel
     out: dict[str, Any] = {}
     non_blocking = torch.device(device).type == "cuda"
     for key, value in batch.items():
-        out[key] = value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=non_blocking)
+        elif isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+            value = [v.to(device, non_blocking=non_blocking) for v in value]  # per-instance fields (boxes, ...)
+        out[key] = value
     if transform is not None:
         out = transform(out)
     if channels_last:
