@@ -193,23 +193,26 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _finish(metrics: list[Any], all_preds: list[dict[str, Any]], all_gts: list[dict[str, Any]]
-            ) -> list[tuple[Any, Any]]:
-    """compute() / __call__ per metric; under DDP the shards' states are combined first."""
+def _finish(metrics: list[Any], all_preds: list[dict[str, Any]], all_gts: list[dict[str, Any]],
+            updates: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[Any, Any]]:
+    """compute() / __call__ per metric; under DDP the shards' states are combined first: ``all_reduce()``
+    where the metric has it, else the ranks' batches (``updates``) or samples are gathered and replayed."""
     if _world() > 1:
         import torch.distributed as dist
 
         for metric in metrics:
-            if is_streaming(metric):
-                if not callable(getattr(metric, "all_reduce", None)):
-                    raise TypeError(f"metric {type(metric).__name__} has no all_reduce(): under DDP each rank "
-                                    f"evaluates its shard; add all_reduce() summing its state over the ranks")
+            if is_streaming(metric) and callable(getattr(metric, "all_reduce", None)):
                 metric.all_reduce()
-        if any(not is_streaming(m) for m in metrics):  # the same on every rank: collectives stay matched
-            gathered: list[Any] = [None] * _world()
-            dist.all_gather_object(gathered, (all_preds, all_gts))
-            all_preds = [p for preds, _ in gathered for p in preds]
-            all_gts = [g for _, gts in gathered for g in gts]
+        gathered: list[Any] = [None] * _world()
+        dist.all_gather_object(gathered, (all_preds, all_gts, updates))  # the same call on every rank
+        all_preds = [p for preds, _, _ in gathered for p in preds]
+        all_gts = [g for _, gts, _ in gathered for g in gts]
+        replay = [m for m in metrics if is_streaming(m) and not callable(getattr(m, "all_reduce", None))]
+        for metric in replay:
+            metric.reset()
+            for _, _, rank_updates in gathered:
+                for preds, gts in rank_updates:
+                    metric.update(preds, gts)
     return [(m, m.compute() if is_streaming(m) else m(all_preds, all_gts)) for m in metrics]
 
 
@@ -232,8 +235,12 @@ def evaluate(model: torch.nn.Module, dataloader: Iterable[Mapping[str, Any]], me
         raise ValueError("evaluate: no metrics; set evaluation.metric in the config")
     gt_keys = gt_keys_of(metrics)
     streaming = [m for m in metrics if is_streaming(m)]
-    on_device = [m for m in streaming if getattr(m, "accepts_tensors", False)]
+    sharded = _world() > 1
+    mergeable = [m for m in streaming if callable(getattr(m, "all_reduce", None)) or not sharded]
+    on_device = [m for m in mergeable if getattr(m, "accepts_tensors", False)]
     on_host = [m for m in streaming if m not in on_device]
+    keep_updates = sharded and any(m not in mergeable for m in streaming)  # replayed after gathering
+    updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
     per_sample = [m for m in metrics if not is_streaming(m)]
     for metric in streaming:
         metric.reset()
@@ -261,10 +268,12 @@ def evaluate(model: torch.nn.Module, dataloader: Iterable[Mapping[str, Any]], me
             gts = _gt_batch(moved, gt_keys, device)
             for metric in on_device:
                 metric.update(out, gts)
-            if on_host or per_sample or on_batch is not None:
+            if on_host or per_sample or keep_updates or on_batch is not None:
                 preds_np, gts_np = {k: to_numpy(v) for k, v in out.items()}, {k: to_numpy(v) for k, v in gts.items()}
                 for metric in on_host:
                     metric.update(preds_np, gts_np)
+                if keep_updates:
+                    updates.append((preds_np, gts_np))
                 if per_sample:
                     n = _batch_size(preds_np)
                     all_preds.extend(_split(preds_np, n))
@@ -273,7 +282,7 @@ def evaluate(model: torch.nn.Module, dataloader: Iterable[Mapping[str, Any]], me
                     on_batch(index, batch, preds_np, gts_np)
     finally:
         model.train(was_training)
-    results = _finish(metrics, all_preds, all_gts)
+    results = _finish(metrics, all_preds, all_gts, updates)
     for metric, res in results:
         if not isinstance(res, Mapping):
             raise TypeError(f"metric {type(metric).__name__} returned {type(res).__name__}; expected a dict")

@@ -16,6 +16,26 @@ import json, os
 from antgo.engine.hooks import Hook
 from antgo.registry import HOOKS
 
+from antgo.registry import METRICS
+
+
+@METRICS.register_module()
+class PixelCount:
+    """A streaming metric without all_reduce(): under DDP its updates are gathered and replayed."""
+
+    def keys(self):
+        return {"pred": ["pred_segments"], "gt": ["segments"]}
+
+    def reset(self):
+        self.pixels = 0
+
+    def update(self, preds, gts):
+        self.pixels += int(preds["pred_segments"].size)
+
+    def compute(self):
+        return {"pixels": float(self.pixels)}
+
+
 @HOOKS.register_module()
 class CurveProbe(Hook):
     """Per rank: the loss at every log refresh and the validation metrics."""
@@ -66,6 +86,7 @@ def ddp_cfg(tmp_path_factory: pytest.TempPathFactory, seg_cfg_factory: object) -
 def test_two_ranks_at_half_batch_match_one_process(ddp_cfg: dict, tmp_path: Path, train_two_ranks: Any) -> None:
     cfg = copy.deepcopy(ddp_cfg)
     cfg["data"]["train_dataloader"]["samples_per_gpu"] = 2  # 2 ranks x 2 = the single process's 4
+    cfg["evaluation"]["metric"] = [cfg["evaluation"]["metric"], dict(type="PixelCount")]
     ranks = train_two_ranks(cfg, tmp_path, PROBE, dict(type="CurveProbe", out=str(tmp_path)))
     assert [r["iter"] for r in ranks] == [4, 4] and [r["val_samples"] for r in ranks] == [3, 2]
 
@@ -84,6 +105,7 @@ def test_two_ranks_at_half_batch_match_one_process(ddp_cfg: dict, tmp_path: Path
     tester.config_model(checkpoint=str(tmp_path / "work" / "iter_4.pth"))
     whole = tester.evaluate()
     assert ranks[0]["val"] == ranks[1]["val"]
+    assert ranks[0]["val"].pop("pixels") == 5 * 32 * 32  # every val pixel once, from both shards
     assert set(ranks[0]["val"]) == set(whole)
     for key, value in whole.items():
         assert ranks[0]["val"][key] == pytest.approx(value, abs=1e-12, nan_ok=True), key
