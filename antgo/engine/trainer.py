@@ -426,6 +426,7 @@ class Trainer:
                          type(exc).__name__, exc)
             raise
         finally:
+            self._data_iter = None  # the endless iterator's persistent workers end with the run
             remove_handler(log_handler)
             if self._owns_process_group:
                 import torch.distributed as dist
