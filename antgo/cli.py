@@ -21,6 +21,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override config keys, e.g. optimizer.lr=0.01 data.train_dataloader.samples_per_gpu=8")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="allow checkpoints that need arbitrary unpickling (can run code: trusted files only; "
+                             "same as ANTGO_UNSAFE_LOAD=1)")
 
 
 def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
@@ -60,36 +63,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from antgo.config import Config
+    from antgo.config import load_config
 
-    cfg = Config.fromfile(args.config, cfg_options=args.cfg_options)
+    if getattr(args, "unsafe_load", False):
+        from antgo.engine.checkpoint import UNSAFE_LOAD_ENV
+
+        os.environ[UNSAFE_LOAD_ENV] = "1"
+    cfg = load_config(args.config, cfg_options=args.cfg_options)
     if args.cfg_options:
         logger.info("config overrides: %s", " ".join(args.cfg_options))
     return cfg
 
 
 def find_checkpoint(explicit: str | None, cfg: Any, work_dir: str) -> str:
-    """``--checkpoint``, else the config's ``checkpoint``, else ``work_dir``'s best.pth / latest.pth."""
-    if explicit:
-        return explicit
-    if cfg.get("checkpoint"):
-        return str(cfg["checkpoint"])
-    for name in ("best.pth", "latest.pth"):
-        path = os.path.join(work_dir, name)
-        if os.path.isfile(path):
-            logger.info("using checkpoint %s", path)
-            return path
-    raise FileNotFoundError(f"no checkpoint: pass --checkpoint PATH, set checkpoint='…' in the config, or train "
-                            f"into --work-dir {work_dir} first (looked for best.pth and latest.pth there)")
+    """``--checkpoint``, else the config's ``checkpoint``, else what training into ``work_dir`` wrote
+    (best.pth, then latest.pth, in the config's out_dirs): the rule the flow uses too."""
+    from antgo.engine.loading import find_checkpoint as find
+
+    return find(work_dir, cfg, explicit)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from antgo.engine import Trainer
+    from contextlib import nullcontext
 
-    trainer = Trainer(_load(args), work_dir=args.work_dir, device=args.device, seed=args.seed)
-    trainer.config_dataloader(with_validate=not args.no_validate)
-    trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
-    result = trainer.start_train(max_epochs=args.max_epochs, max_iters=args.max_iters)
+    from antgo.engine import Trainer
+    from antgo.engine.runlock import RunLock
+
+    # refuse a folder in use at once, before data and model are built (the Trainer takes the same lock again)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(args.work_dir) if rank0 else nullcontext():
+        cfg = _load(args)
+        if args.load_from:  # recorded in the dumped config.py, like --seed and --max-epochs
+            cfg["load_from"] = args.load_from
+        trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed)
+        trainer.config_dataloader(with_validate=not args.no_validate)
+        trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
+        result = trainer.start_train(max_epochs=args.max_epochs, max_iters=args.max_iters)
     logger.info("outputs in %s: latest %s, best %s (%s=%s)", trainer.work_dir, result["latest_checkpoint"],
                 result["best_checkpoint"], result["best_metric"], result["best_score"])
     return 0
@@ -152,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)  # exits with 2 on a usage error
     setup_console_logging(logging.DEBUG if args.debug else logging.INFO)
+    unsafe_before = os.environ.get("ANTGO_UNSAFE_LOAD")
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -162,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(_describe(exc), file=sys.stderr)
         return 1
+    finally:  # --unsafe-load allows it for this command only (main() may be called again in-process)
+        if unsafe_before is None:
+            os.environ.pop("ANTGO_UNSAFE_LOAD", None)
+        else:
+            os.environ["ANTGO_UNSAFE_LOAD"] = unsafe_before
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,9 +30,9 @@ def _tracker(tracking: dict[str, Any]) -> PipelineTracker:
 
 
 def _load(config_path: str) -> Any:
-    from antgo.config import Config
+    from antgo.config import load_config
 
-    return Config.fromfile(config_path)
+    return load_config(config_path)
 
 
 def set_loader_context(cfg: Any, context: str | None) -> None:
@@ -73,11 +73,11 @@ def ensure_demo_data(cfg: Any, config_path: str | os.PathLike) -> list[str]:
 def parse_config(config: str, cfg_options: list[str] | None, run_dir: str, tracking: dict[str, Any],
                  loader_context: str | None = "fork") -> dict[str, Any]:
     """Load and override the config, dump the resolved file into ``run_dir`` and log it (params + file)."""
-    from antgo.config import Config
+    from antgo.config import load_config
 
     tracker = _tracker(tracking)
     with tracker.stage("parse_config") as run:
-        cfg = Config.fromfile(config, cfg_options=cfg_options or None)
+        cfg = load_config(config, cfg_options=cfg_options or None)
         set_loader_context(cfg, loader_context)
         generated = ensure_demo_data(cfg, config)
         dumped = cfg.dump(str(Path(run_dir) / "config.py"))
@@ -152,10 +152,14 @@ def _class_names(dataset: Any, n: int) -> list[str]:
     return [str(names[i]) if i < len(names) else str(i) for i in range(n)]
 
 
-def _resume_checkpoint(run_dir: str) -> str | None:
-    """``latest.pth`` of a run folder (directly inside, or in ``checkpoint_config.out_dir`` below it)."""
-    found = sorted(Path(run_dir).rglob("latest.pth"), key=lambda p: (len(p.parts), str(p)))
-    return str(found[0]) if found else None
+def _resume_checkpoint(run_dir: str, cfg: Any = None) -> str | None:
+    """``latest.pth`` of a run folder, found by the CLI's rule (``checkpoint_config.out_dir``, then the folder)."""
+    from antgo.engine.loading import find_checkpoint
+
+    try:
+        return find_checkpoint(run_dir, cfg, names=("latest.pth",), use_config=False)
+    except FileNotFoundError:
+        return None
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -171,7 +175,7 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
     with tracker.stage("train") as run:
         trainer = Trainer(config_path, work_dir=run_dir, device=device)
         trainer.config_dataloader(with_validate=True)
-        resume_from = _resume_checkpoint(run_dir) if resume else None
+        resume_from = _resume_checkpoint(run_dir, trainer.cfg) if resume else None
         if resume_from:
             logger.info("resuming from %s", resume_from)
         trainer.config_model(resume_from=resume_from)

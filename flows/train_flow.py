@@ -32,6 +32,8 @@ import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect
 
 from prefect import flow  # noqa: E402
 
+from antgo.engine.runlock import RunLock  # noqa: E402
+from antgo.fileio import atomic_write_text  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
 from antgo.tracking.store import default_store_dir, resolve_tracking_uri, sqlite_uri, ui_command  # noqa: E402
 from flows import tasks  # noqa: E402
@@ -137,10 +139,15 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
     config_path = resolve_config(config)
     flow_run_id, flow_run_name = _flow_run()
     run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)
-    tracker = PipelineTracker.start(
-        experiment or config_path.stem, run_name=run_dir.name, tracking_uri=tracking_uri,
-        tags={"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
-              "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+    run_lock = RunLock(run_dir, purpose="flow").acquire()  # the Trainer's lock: a folder in use is refused
+    try:
+        tracker = PipelineTracker.start(
+            experiment or config_path.stem, run_name=run_dir.name, tracking_uri=tracking_uri,
+            tags={"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
+                  "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+    except BaseException:
+        run_lock.release()
+        raise
     summary: dict[str, Any] = {
         "status": "Running", "config": str(config_path), "run_dir": str(run_dir),
         "tracking_uri": tracker.ctx.tracking_uri, "experiment_id": tracker.ctx.experiment_id,
@@ -185,6 +192,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         if stage == "verify" and isinstance(report, dict):
             summary["parity"] = _parity_summary(report, False)
         _finish(tracker, summary, exc)
+        run_lock.release()
         try:
             exc.antgo_summary = summary  # the CLI prints where things are even after a failure
         except AttributeError:
@@ -192,6 +200,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         raise
     summary["status"] = "Completed"
     _finish(tracker, summary, None)
+    run_lock.release()
     return summary
 
 
@@ -209,7 +218,7 @@ def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
 def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
     """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
     try:
-        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
         logger.exception("could not write the run summary")

@@ -18,7 +18,9 @@ from antgo.data.reader import Reader
 
 logger = logging.getLogger(__name__)
 
-_READER_KEYS = ("pipeline", "inputs_def")
+# Keys of a split config that configure the Reader rather than the dataset class (device_augmentation is
+# read by antgo.data.device_pipeline.split_for_device).
+_READER_KEYS = ("pipeline", "inputs_def", "skip_bad_samples", "cache", "collate_fn", "device_augmentation")
 
 
 def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reader:
@@ -37,7 +39,8 @@ def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reade
                      f"fix the config or override it, e.g. --cfg-options {key_path}.dir=/path/to/data")
         raise
     reader = Reader(dataset, pipeline=cfg.get("pipeline"), inputs_def=cfg.get("inputs_def"),
-                    key_path=f"{key_path}.pipeline")
+                    key_path=f"{key_path}.pipeline", skip_bad_samples=cfg.get("skip_bad_samples", False),
+                    cache=cfg.get("cache"), collate_fn=cfg.get("collate_fn"))
     logger.info("%s: %s, %d samples, pipeline %s", key_path, type(dataset).__name__, len(reader),
                 " -> ".join(reader.pipeline.names) or "(none)")
     return reader
@@ -90,7 +93,8 @@ def build_dataloader(reader: Any, samples_per_gpu: int = 1, workers_per_gpu: int
     generator = torch.Generator()
     generator.manual_seed(base_seed)
     args: dict[str, Any] = dict(batch_size=int(samples_per_gpu), shuffle=bool(shuffle), drop_last=bool(drop_last),
-                                num_workers=int(workers_per_gpu), collate_fn=collate, pin_memory=bool(pin_memory),
+                                num_workers=int(workers_per_gpu),
+                                collate_fn=getattr(reader, "collate_fn", None) or collate, pin_memory=bool(pin_memory),
                                 generator=generator)
     if "sampler" in kwargs or "batch_sampler" in kwargs:
         args.pop("shuffle")  # DataLoader rejects shuffle together with a custom sampler
@@ -164,17 +168,20 @@ class ShardSampler(torch.utils.data.Sampler[int]):
 
 
 def build_split_loader(split_cfg: Mapping[str, Any], key_path: str, device: torch.device | str,
-                       **loader_args: Any) -> tuple[DataLoader, Any]:
+                       check: Any = None, **loader_args: Any) -> tuple[DataLoader, Any]:
     """(DataLoader, device batch transform or None) for one split trained/evaluated on ``device``.
 
     ``split_for_device`` decides which transforms run batched on the device; the CPU reader builds the
     rest. ``pin_memory`` defaults to True on CUDA so that ``non_blocking`` copies really overlap. A
-    ``sampler`` may be given as a callable ``f(reader) -> Sampler`` (it needs the reader's size).
+    ``sampler`` may be given as a callable ``f(reader) -> Sampler`` (it needs the reader's size);
+    ``check(reader)`` runs before any sampler or loader exists (e.g. an empty split names its file).
     """
     from antgo.data.device_pipeline import split_for_device
 
     cpu_cfg, batch_transform = split_for_device(split_cfg, device)
     reader = build_dataset(cpu_cfg, key_path)
+    if check is not None:
+        check(reader)
     if torch.device(device).type == "cuda":
         loader_args.setdefault("pin_memory", True)
     if callable(loader_args.get("sampler")) and not isinstance(loader_args["sampler"], torch.utils.data.Sampler):

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from antgo.engine.evaluation import evaluate, json_safe
-from antgo.engine.trainer import load_config
+from antgo.fileio import atomic_write_text
+from antgo.config import load_config
 
 logger = logging.getLogger(__name__)
 
@@ -68,17 +69,13 @@ class Tester:
 
     def config_model(self, checkpoint: str | None = None, strict: bool = True) -> None:
         """Build the model and load ``checkpoint`` (falls back to the config key ``checkpoint``)."""
-        from antgo.engine.checkpoint import load_checkpoint
-        import antgo.models  # noqa: F401  (registers the built-in models)
-        from antgo.models.builder import build_model
+        from antgo.engine.loading import build_model_from_checkpoint
 
         checkpoint = checkpoint or self.cfg.get("checkpoint")
         if not checkpoint:
             raise ValueError("no checkpoint to test: pass config_model(checkpoint='…/best.pth') (CLI: --checkpoint) "
                              "or set checkpoint='…' in the config")
-        model = build_model(self.cfg["model"])
-        load_checkpoint(checkpoint, model, map_location="cpu", strict=strict)
-        model = model.to(self.device)
+        model = build_model_from_checkpoint(self.cfg, checkpoint, self.device, strict=strict)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
@@ -87,6 +84,7 @@ class Tester:
 
     def _build_loader(self) -> Any:
         from antgo.data.builder import build_split_loader
+        from antgo.engine.loading import require_samples
 
         data = self.cfg.get("data") or {}
         if data.get("test") is None:
@@ -95,7 +93,9 @@ class Tester:
         if loader_cfg.get("shuffle"):
             logger.warning("data.test_dataloader.shuffle=True ignored: test order must follow the data set")
         loader_cfg["shuffle"] = False
-        loader, self.batch_transform = build_split_loader(data["test"], "data.test", self.device, **loader_cfg)
+        loader, self.batch_transform = build_split_loader(data["test"], "data.test", self.device,
+                                                          check=lambda reader: require_samples(reader, "data.test"),
+                                                          **loader_cfg)
         self.reader = loader.dataset
         return loader
 
@@ -127,9 +127,7 @@ class Tester:
                                 desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
                                 batch_transform=self.batch_transform)
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
-        os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
-        with open(json_file, "w", encoding="utf-8") as f:
-            json.dump(json_safe(self.results), f, indent=2)
+        atomic_write_text(json_file, json.dumps(json_safe(self.results), indent=2))
         self.json_file = json_file
         logger.info("Test metrics: %s; written to %s", ", ".join(f"{k}={v:.4f}" for k, v in self.results.items()),
                     json_file)

@@ -8,7 +8,6 @@ workers, no epoch-boundary stalls) bounds the run.
 """
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import math
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from antgo.config import load_config  # noqa: F401  (the one config loader; re-exported for callers)
 from antgo.engine.evaluation import amp_context, json_safe, move_to_device
 from antgo.engine.hooks.base import STAGES, Hook
 from antgo.engine.logging import add_file_handler, remove_handler
@@ -29,26 +29,6 @@ from antgo.engine.numerics import LossMeter, NonFiniteError, find_nonfinite_stat
 __all__ = ["Trainer", "load_config", "seed_everything", "parse_losses"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_config(cfg: Any, cfg_options: Any = None) -> Any:
-    """A ``Config`` from a Config, a dict or a path to a ``.py`` config file."""
-    from antgo.config import Config
-
-    if isinstance(cfg, (str, os.PathLike)):
-        return Config.fromfile(cfg, cfg_options=cfg_options)
-    if not isinstance(cfg, Config):
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"cfg must be a Config, a dict or a config file path, got {type(cfg).__name__}")
-        cfg = Config(cfg)
-        imports = cfg.get("custom_imports")
-        if imports:  # Config.fromfile imports them; a dict config has not been through it
-            modules = imports.get("imports", []) if isinstance(imports, Mapping) else imports
-            for name in [modules] if isinstance(modules, str) else modules:
-                importlib.import_module(name)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -99,6 +79,7 @@ class Trainer:
         self.device = resolve_device(device, gpu_id)
         self._owns_process_group = self._init_distributed()
         self.seed = int(seed if seed is not None else self.cfg.get("seed", 0))
+        self.cfg["seed"] = self.seed  # the dumped config.py says which seed ran (--seed included)
         self.deterministic = bool(self.cfg.get("deterministic", False))
         seed_everything(self.seed, self.deterministic)
         fast = fast_path(self.cfg, self.device, self.deterministic)  # bf16 + channels_last on CUDA by default
@@ -167,6 +148,7 @@ class Trainer:
         With ``max_iters`` in the config the train loader reads an endless stream (``InfiniteSampler``,
         persistent workers); under DDP each rank trains on its share and validates on its shard."""
         from antgo.data.builder import ShardSampler, build_split_loader
+        from antgo.engine.loading import require_samples
 
         data = self.cfg.get("data")
         if not isinstance(data, Mapping) or "train" not in data:
@@ -185,10 +167,13 @@ class Trainer:
         if self.world_size > 1:  # each rank evaluates its own samples; the metrics are all-reduced
             val_args.pop("shuffle")
             val_args["sampler"] = lambda reader: ShardSampler(len(reader), self.rank, self.world_size)
-        self.val_loader, self.val_transform = build_split_loader(data["val"], "data.val", self.device, **val_args)
+        # an empty val split would save best.pth at a score of 0
+        self.val_loader, self.val_transform = build_split_loader(
+            data["val"], "data.val", self.device, check=lambda reader: require_samples(reader, "data.val"), **val_args)
 
     def _build_train_loader(self, infinite: bool) -> None:
         from antgo.data.builder import InfiniteSampler, build_split_loader
+        from antgo.engine.loading import require_samples
 
         data = self.cfg["data"]
         args: dict[str, Any] = {"shuffle": True, "seed": self.seed + self.rank,
@@ -206,7 +191,9 @@ class Trainer:
                                                                 drop_last=bool(args.get("drop_last", False)))
         else:
             args["shuffle"] = shuffle
-        self.train_loader, self.train_transform = build_split_loader(data["train"], "data.train", self.device, **args)
+        self.train_loader, self.train_transform = build_split_loader(
+            data["train"], "data.train", self.device, check=lambda reader: require_samples(reader, "data.train"),
+            **args)
         self._data_iter = None
         if len(self.train_loader) == 0:
             raise ValueError("data.train gives no batch: the data set is smaller than samples_per_gpu with "
@@ -286,16 +273,10 @@ class Trainer:
         self.call_hook("after_val", metrics)
 
     def resolve_out_dir(self, out_dir: str | None) -> str:
-        """``None`` → ``work_dir``; a relative path → under ``work_dir``, unless ``work_dir`` already is it
-        (``out_dir='./output/'`` with ``work_dir='./output'`` is not doubled)."""
-        if not out_dir:
-            return self.work_dir
-        if os.path.isabs(out_dir):
-            return os.path.normpath(out_dir)
-        rel = os.path.normpath(out_dir)
-        if rel == "." or os.path.abspath(rel) == self.work_dir or self.work_dir.endswith(os.sep + rel):
-            return self.work_dir
-        return os.path.join(self.work_dir, rel)
+        """``None`` → ``work_dir``; a relative path → under ``work_dir`` (the rule ``find_checkpoint`` reads by)."""
+        from antgo.engine.loading import resolve_out_dir
+
+        return resolve_out_dir(self.work_dir, out_dir)
 
     def save_checkpoint(self, path: str) -> str:
         """Full state: weights, optimizer, scheduler, scaler, counters, best score, history, RNG states.
@@ -303,19 +284,24 @@ class Trainer:
         Refuses (``NonFiniteError``, nothing written) when a loss term since the last check or any weight or
         buffer is NaN/Inf: ``latest.pth``/``best.pth`` keep the last good state."""
         from antgo.engine.checkpoint import save_checkpoint
+        from antgo.engine.loading import run_relative
 
         self.check_finite(f"saving {path}")
 
         hook_states = {type(h).__name__: h.state_dict() for h in self.hooks if callable(getattr(h, "state_dict", None))}
         meta = dict(epoch=self.epoch + 1, iter=self.iter, seed=self.seed, best_score=self.best_score,
                     best_metric=self.best_metric, best_rule=self.best_rule, best_epoch=self.best_epoch,
-                    best_iter=self.best_iter, best_metrics=self.best_metrics, best_checkpoint=self.best_checkpoint,
+                    best_iter=self.best_iter, best_metrics=self.best_metrics,
+                    # run-folder-relative paths: a copied or moved folder resumes with its own files
+                    best_checkpoint=run_relative(self.best_checkpoint, self.work_dir),
+                    checkpoint_dir=run_relative(os.path.dirname(os.path.abspath(path)), self.work_dir),
                     history=self.history, config=self.cfg, hooks=hook_states)
         scaler = self.scaler if self.scaler is not None and self.scaler.is_enabled() else None
         return save_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler, meta)
 
     def _apply_resume(self) -> None:
         from antgo.engine.checkpoint import CheckpointError, restore_rng
+        from antgo.engine.loading import resolve_beside_checkpoint
 
         ckpt, self._resume = self._resume, None
         if ckpt is None:
@@ -329,8 +315,9 @@ class Trainer:
         meta = ckpt.get("meta", {})
         self.start_epoch, self.iter = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
         self.latest_checkpoint = str(ckpt["path"])  # the newest state there is until this run saves one
-        for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter", "best_checkpoint"):
+        for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter"):
             setattr(self, key, meta.get(key))
+        self.best_checkpoint = resolve_beside_checkpoint(meta.get("best_checkpoint"), str(ckpt["path"]), meta)
         self.best_metrics = dict(meta.get("best_metrics") or {})
         self.history = list(meta.get("history") or [])
         for hook in self.hooks:
@@ -366,6 +353,11 @@ class Trainer:
         else:
             self.max_iters = int(value)
             self.max_epochs = math.ceil(self.max_iters / self.iters_per_epoch)
+        # the dumped config.py says how long it ran (--max-epochs / --max-iters), with one of the two keys set
+        self.cfg[name] = int(value)
+        other = "max_iters" if self.by_epoch else "max_epochs"
+        if self.cfg.get(other) is not None:
+            self.cfg[other] = None
 
     def _loader_is_infinite(self) -> bool:
         from antgo.data.builder import InfiniteSampler
@@ -392,9 +384,12 @@ class Trainer:
 
     def start_train(self, max_epochs: int | None = None, max_iters: int | None = None) -> dict[str, Any]:
         """Train for ``max_epochs`` or ``max_iters`` (None: the config's); returns the run summary."""
+        from antgo.engine.runlock import RunLock
+
         log_handler = None
+        # before anything is written: a second run on this folder must not touch train.log or checkpoints
+        run_lock = RunLock(self.work_dir).acquire() if self.rank == 0 else None
         if self.rank == 0:
-            os.makedirs(self.work_dir, exist_ok=True)
             log_handler = add_file_handler(os.path.join(self.work_dir, "train.log"))
         try:
             self._prepare_run(max_epochs, max_iters)
@@ -428,6 +423,8 @@ class Trainer:
         finally:
             self._data_iter = None  # the endless iterator's persistent workers end with the run
             remove_handler(log_handler)
+            if run_lock is not None:
+                run_lock.release()
             if self._owns_process_group:
                 import torch.distributed as dist
 

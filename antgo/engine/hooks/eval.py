@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from antgo.engine.evaluation import evaluate, json_safe
 from antgo.engine.hooks.base import PRIORITIES, Hook
+from antgo.engine.loading import run_relative
 from antgo.registry import HOOKS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -153,7 +154,8 @@ class EvalHook(Hook):
         trainer.best_checkpoint = path  # before saving: best.pth's own metadata must name itself
         trainer.save_checkpoint(path)
         record = {"metric": key, "score": score, "epoch": trainer.epoch + 1, "iter": trainer.iter, "rule": rule,
-                  "checkpoint": path, "all": json_safe(metrics)}
+                  "checkpoint": run_relative(path, trainer.work_dir),  # relative: the folder may move
+                  "all": json_safe(metrics)}
         tmp = os.path.join(self.out_dir, "best.json.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
