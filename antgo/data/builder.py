@@ -178,7 +178,7 @@ def build_split_loader(split_cfg: Mapping[str, Any], key_path: str, device: torc
     """
     from antgo.data.device_pipeline import split_for_device
 
-    cpu_cfg, batch_transform = split_for_device(split_cfg, device)
+    cpu_cfg, batch_transform = split_for_device(split_cfg, device, key_path)
     reader = build_dataset(cpu_cfg, key_path)
     if check is not None:
         check(reader)

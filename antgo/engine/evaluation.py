@@ -255,9 +255,9 @@ def evaluate(model: torch.nn.Module, dataloader: Iterable[Mapping[str, Any]], me
         for index, batch in enumerate(batches):
             if max_batches is not None and index >= max_batches:
                 break
-            if input_keys is None:
-                input_keys = forward_test_inputs(model, batch.keys(), gt_keys)
             moved = move_to_device(batch, device, channels_last, batch_transform)
+            if input_keys is None:  # from the batch as the device transform left it
+                input_keys = forward_test_inputs(model, moved.keys(), gt_keys)
             with amp_context(device, amp, amp_dtype):
                 out = model.forward_test(**{k: moved[k] for k in input_keys})
             if not isinstance(out, Mapping):

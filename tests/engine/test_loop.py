@@ -175,7 +175,7 @@ def test_device_batch_transform_runs_after_the_copy_in_training_and_evaluation(
 
     calls: dict[str, int] = {}
 
-    def split_for_device(split_cfg: dict, device: Any) -> tuple[dict, Any]:
+    def split_for_device(split_cfg: dict, device: Any, key_path: str = "data") -> tuple[dict, Any]:
         name = split_cfg["train_or_test"]
 
         def transform(batch: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +217,7 @@ def test_pinned_memory_is_the_cuda_default(tiny_seg_cfg: dict) -> None:
     from antgo.data.builder import build_split_loader
 
     loader, transform = build_split_loader(tiny_seg_cfg["data"]["train"], "data.train", "cuda", samples_per_gpu=2)
-    assert loader.pin_memory is True and transform is None
+    assert loader.pin_memory is True and callable(transform)  # the seam moves augmentation to the device
     cpu_loader, _ = build_split_loader(tiny_seg_cfg["data"]["train"], "data.train", "cpu", samples_per_gpu=2)
     assert cpu_loader.pin_memory is False
 
@@ -232,3 +232,12 @@ def test_loss_meter_averages_a_key_over_the_steps_that_returned_it() -> None:
     meter.add({"loss": torch.tensor(float("inf"))})
     with pytest.raises(NonFiniteError, match="'loss' at global iter 3"):
         meter.check()
+
+
+def test_device_augmentation_trains_and_validates_through_the_loop(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    for split in ("train", "val"):  # the CUDA default, forced on CPU tensors
+        tiny_seg_cfg["data"][split]["device_augmentation"] = True
+    trainer = make(tiny_seg_cfg, tmp_path)
+    assert trainer.train_transform is not None and trainer.val_transform is not None
+    result = trainer.start_train(max_epochs=1)
+    assert result["iters"] == 3 and 0.0 <= result["best_score"] <= 1.0
