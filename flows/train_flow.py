@@ -32,8 +32,10 @@ import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect
 
 from prefect import flow  # noqa: E402
 
+from antgo.engine.runlock import RunLock  # noqa: E402
+from antgo.fileio import atomic_write_text  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
-from antgo.tracking.store import default_store_dir, resolve_tracking_uri, sqlite_uri, ui_command  # noqa: E402
+from antgo.tracking.store import browse_hint, resolve_tracking_uri  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.report import publish_mlflow_link, publish_summary, summary_markdown  # noqa: E402
 
@@ -108,7 +110,7 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
     """Run every stage of the pipeline; returns the summary (metrics, parity, paths, MLflow ids).
 
     ``max_epochs`` None = the config's ``max_epochs``; ``parity_thresholds`` override the config's;
-    ``alias`` is set on the registered version only when parity passes; ``loader_context`` is the
+    ``alias`` goes to the best registered version that passed parity (by the ``save_best`` metric); ``loader_context`` is the
     DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker).
     """
     with _antgo_logs_at_info():
@@ -137,14 +139,20 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
     config_path = resolve_config(config)
     flow_run_id, flow_run_name = _flow_run()
     run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)
-    tracker = PipelineTracker.start(
-        experiment or config_path.stem, run_name=run_dir.name, tracking_uri=tracking_uri,
-        tags={"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
-              "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+    run_lock = RunLock(run_dir, purpose="flow").acquire()  # the Trainer's lock: a folder in use is refused
+    try:
+        tracker = PipelineTracker.start(
+            experiment or config_path.stem, run_name=run_dir.name, tracking_uri=tracking_uri,
+            tags={"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
+                  "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+    except BaseException:
+        run_lock.release()
+        raise
     summary: dict[str, Any] = {
         "status": "Running", "config": str(config_path), "run_dir": str(run_dir),
         "tracking_uri": tracker.ctx.tracking_uri, "experiment_id": tracker.ctx.experiment_id,
-        "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(), "flow_run_id": flow_run_id}
+        "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(),
+        "mlflow_experiment_url": tracker.experiment_url(), "flow_run_id": flow_run_id}
     logger.info("pipeline run folder: %s", run_dir)
     track = tracker.ctx.to_dict()
     stage = "start"  # from here on a failure closes the parent run as FAILED
@@ -153,7 +161,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
             "pipeline.config": str(config_path), "pipeline.cfg_options": cfg_options or [],
             "pipeline.max_epochs": max_epochs, "pipeline.device": device, "pipeline.resume": resume,
             "pipeline.parity_thresholds": parity_thresholds, "pipeline.num_vis": num_vis})
-        publish_mlflow_link(tracker.url(), tracker.parent_run_id)
+        publish_mlflow_link(tracker.url(), tracker.parent_run_id, tracker.ctx.tracking_uri)
         stage = "parse_config"
         parsed = tasks.parse_config(str(config_path), cfg_options, str(run_dir), track, loader_context)
         cfg_path = parsed["config_path"]
@@ -177,14 +185,18 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         stage = "verify"
         verified = tasks.verify(cfg_path, str(run_dir), exported["onnx_path"], trained["checkpoint"], track,
                                 model_name=exported.get("name"), model_version=exported.get("version"),
-                                alias=alias, thresholds=parity_thresholds, num_samples=parity_samples)
-        summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"])
+                                alias=alias, thresholds=parity_thresholds, num_samples=parity_samples,
+                                test_metrics=evaluated["metrics"], config_hash=parsed["config_hash"],
+                                score_metric=trained["best_metric"])
+        summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"],
+                       champion_version=verified["champion"])
     except BaseException as exc:
         summary.update(status="Failed", failed_stage=stage, error=error_text(exc))
         report = getattr(exc, "report", None)
         if stage == "verify" and isinstance(report, dict):
             summary["parity"] = _parity_summary(report, False)
         _finish(tracker, summary, exc)
+        run_lock.release()
         try:
             exc.antgo_summary = summary  # the CLI prints where things are even after a failure
         except AttributeError:
@@ -192,6 +204,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         raise
     summary["status"] = "Completed"
     _finish(tracker, summary, None)
+    run_lock.release()
     return summary
 
 
@@ -209,7 +222,7 @@ def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
 def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
     """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
     try:
-        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
         logger.exception("could not write the run summary")
@@ -246,7 +259,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if model.get("version"):
         alias = summary.get("alias_set")
         lines.append(f"  registered model: {model.get('name')} v{model['version']}"
-                     + (f" (alias @{alias})" if alias else " (no alias)"))
+                     + (f" (alias @{alias})" if alias else f" (no alias; champion v{summary['champion_version']})"
+                        if summary.get("champion_version") else " (no alias)"))
     lines.append(f"  run folder: {summary.get('run_dir')}")
     if summary.get("onnx_path"):
         lines.append(f"  ONNX: {summary['onnx_path']}")
@@ -254,10 +268,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
     uri = summary.get("tracking_uri") or resolve_tracking_uri()
     lines.append(f"  MLflow run: {summary.get('mlflow_url')}")
-    if uri == sqlite_uri(default_store_dir() / "mlflow.db"):
-        lines.append(f"  browse: make ui   (= {ui_command(uri)})")
-    else:
-        lines.append(f"  browse: {ui_command(uri)}")
+    if summary.get("mlflow_experiment_url"):
+        lines.append(f"  MLflow experiment: {summary['mlflow_experiment_url']}")
+    lines.append(f"  browse: {browse_hint(uri)}")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from antgo.tracking.store import PROJECT_ROOT, ensure_experiment, resolve_tracking_uri, run_url
+from antgo.tracking.store import PROJECT_ROOT, ensure_experiment, experiment_url, resolve_tracking_uri, run_url
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class PipelineTracker:
         self.ctx = ctx
         self.enabled = is_rank_zero() if enabled is None else enabled
         self._client = None
+        self._parent_name: str | None = None
 
     # --- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -114,6 +115,7 @@ class PipelineTracker:
         run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
         tracker = cls(TrackingContext(uri, exp_id, run.info.run_id), enabled=True)
         tracker._client = client
+        tracker._parent_name = run_name
         logger.info("MLflow run %s in experiment %r (%s)", run.info.run_id, experiment, uri)
         return tracker
 
@@ -134,14 +136,26 @@ class PipelineTracker:
         run_id = run_id or self.ctx.parent_run_id
         return run_url(self.ctx.tracking_uri, self.ctx.experiment_id, run_id) if run_id else None
 
+    def child_name(self, stage: str) -> str:
+        """``<parent run name>/<stage>``: charts and the Compare page can tell two pipelines' stages apart."""
+        if self._parent_name is None and self.ctx.parent_run_id:
+            self._parent_name = self.client.get_run(self.ctx.parent_run_id).info.run_name or ""
+        return f"{self._parent_name}/{stage}" if self._parent_name else stage
+
+    def experiment_url(self) -> str | None:
+        """Link to the experiment's runs table (training view) in the MLflow UI."""
+        return experiment_url(self.ctx.tracking_uri, self.ctx.experiment_id) if self.ctx.experiment_id else None
+
     # --- runs ---------------------------------------------------------------------------------------------
     def start_child(self, name: str, tags: Mapping[str, Any] | None = None) -> str | None:
-        """A nested run under the parent (``mlflow.parentRunId`` is what makes the UI nest it)."""
+        """A nested run under the parent (``mlflow.parentRunId`` is what makes the UI nest it); the stage name
+        is in the ``antgo.stage`` tag, the run name is :meth:`child_name`."""
         if not self.enabled:
             return None
         all_tags = {"mlflow.parentRunId": self.ctx.parent_run_id, "antgo.stage": name}
         all_tags.update({k: str(v) for k, v in (tags or {}).items() if v is not None})
-        return self.client.create_run(self.ctx.experiment_id, run_name=name, tags=all_tags).info.run_id
+        return self.client.create_run(self.ctx.experiment_id, run_name=self.child_name(name),
+                                      tags=all_tags).info.run_id
 
     def end(self, run_id: str | None, error: BaseException | str | None = None) -> None:
         """FINISHED, or FAILED with the error text in the ``error`` tag."""
