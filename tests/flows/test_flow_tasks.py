@@ -65,7 +65,7 @@ def test_flow_runs_every_stage_with_task_plots_and_registered_model(task_run, ml
     client = mlflow_store.client()
     parent = client.get_run(summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
-    children = {r.info.run_name: r for r in client.search_runs(
+    children = {r.data.tags["antgo.stage"]: r for r in client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
     assert sorted(children) == sorted(STAGES) and {r.info.status for r in children.values()} == {"FINISHED"}
     assert METRIC[task] in parent.data.metrics
