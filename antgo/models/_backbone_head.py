@@ -10,17 +10,18 @@ from antgo.registry import HEADS, MODELS
 
 
 class BackboneHeadModel(BaseModule):
-    """Builds ``backbone``, optional ``neck`` and ``head`` from their configs (key paths ``model.<part>`` in
-    errors); ``extract_feat(image)`` runs backbone and neck. Subclasses add the task's train/test/export."""
+    """Builds ``backbone``, optional ``neck`` and the head from their configs (key paths ``model.<part>`` in
+    errors); ``extract_feat(image)`` runs backbone and neck. Subclasses add the task's train/test/export.
+    ``head_attr`` names the head attribute (``decode_head`` for the seed's ``EncoderDecoder``)."""
 
     def __init__(self, backbone: dict, head: dict, neck: dict | None = None, train_cfg: dict | None = None,
-                 test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
+                 test_cfg: dict | None = None, init_cfg: dict | None = None, head_attr: str = "head") -> None:
         super().__init__(init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone, key_path="model.backbone")
         self.with_neck = neck is not None
         if neck is not None:
             self.neck = MODELS.build(neck, key_path="model.neck")
-        self.head = HEADS.build(head, key_path="model.head")
+        setattr(self, head_attr, HEADS.build(head, key_path=f"model.{head_attr}"))
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
 

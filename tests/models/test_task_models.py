@@ -2,6 +2,8 @@
 learning, and ONNX export with onnxruntime agreeing on the decoded predictions."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -124,8 +126,10 @@ def _export(model: torch.nn.Module, path, image: torch.Tensor, names: list[str])
         def forward(self, x):
             return self.m.onnx_export(x)
 
-    torch.onnx.export(Wrap(model).eval(), (image,), str(path), input_names=["image"], output_names=names,
-                      dynamic_axes={n: {0: "batch"} for n in ["image", *names]}, opset_version=17, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Wrap(model).eval(), (image,), str(path), input_names=["image"], output_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in ["image", *names]}, opset_version=17, dynamo=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"image": image.numpy()})
 
