@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume-from", default=None, help="checkpoint to resume (model, optimizer, epoch, RNG)")
     train.add_argument("--load-from", default=None, help="checkpoint to take initial weights from")
     train.add_argument("--max-epochs", type=int, default=None, help="default: the config's max_epochs")
+    train.add_argument("--max-iters", type=int, default=None,
+                       help="iteration-based training for N iterations (instead of epochs)")
     train.add_argument("--seed", type=int, default=None, help="default: the config's seed, else 0")
     train.add_argument("--no-validate", action="store_true", help="skip validation during training")
     test = sub.add_parser("test", help="evaluate a checkpoint on data.test")
@@ -122,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed)
         trainer.config_dataloader(with_validate=not args.no_validate)
         trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
-        result = trainer.start_train(max_epochs=args.max_epochs)
+        result = trainer.start_train(max_epochs=args.max_epochs, max_iters=args.max_iters)
     logger.info("outputs in %s: latest %s, best %s (%s=%s)", trainer.work_dir, result["latest_checkpoint"],
                 result["best_checkpoint"], result["best_metric"], result["best_score"])
     return 0

@@ -110,3 +110,81 @@ def build_dataloader(reader: Any, samples_per_gpu: int = 1, workers_per_gpu: int
             args["prefetch_factor"] = int(prefetch_factor)
     args.update(kwargs)
     return DataLoader(reader, **args)
+
+
+class InfiniteSampler(torch.utils.data.Sampler[int]):
+    """An endless index stream for iteration-based training: pass ``p`` is a permutation seeded with
+    ``seed + p`` (or the identity without ``shuffle``), passes follow each other without a break.
+
+    Under DDP the global stream is dealt round-robin: rank ``r`` takes global positions ``r, r + W, ...``, so
+    the half-batches of 2 ranks at batch B/2 are exactly the batch of 1 process at batch B. ``set_start(n)``
+    skips this rank's first ``n`` indices (resume at iteration ``k``: ``n = k * batch_size``); the position is
+    a pure function of (seed, n), so a resumed run reads exactly the samples an uninterrupted one would.
+    ``len()`` is one pass per rank (what an "epoch" means for logging).
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if size < 1:
+            raise ValueError("InfiniteSampler: the data set is empty")
+        self.size, self.shuffle, self.seed = int(size), bool(shuffle), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.start = 0
+
+    def set_start(self, n: int) -> None:
+        self.start = int(n)
+
+    def _order(self, p: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + p)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):  # type: ignore[override]
+        position = self.rank + self.world_size * self.start
+        current, order = -1, []
+        while True:
+            p, j = divmod(position, self.size)
+            if p != current:
+                current, order = p, self._order(p)
+            yield order[j]
+            position += self.world_size
+
+    def __len__(self) -> int:
+        return max(1, self.size // self.world_size)
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Rank ``r`` of ``W`` reads indices ``r, r + W, ...`` in order, without the padding of
+    ``DistributedSampler``: every sample is evaluated exactly once over all ranks."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(int(rank), int(size), int(world_size)))
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_split_loader(split_cfg: Mapping[str, Any], key_path: str, device: torch.device | str,
+                       check: Any = None, **loader_args: Any) -> tuple[DataLoader, Any]:
+    """(DataLoader, device batch transform or None) for one split trained/evaluated on ``device``.
+
+    ``split_for_device`` decides which transforms run batched on the device; the CPU reader builds the
+    rest. ``pin_memory`` defaults to True on CUDA so that ``non_blocking`` copies really overlap. A
+    ``sampler`` may be given as a callable ``f(reader) -> Sampler`` (it needs the reader's size);
+    ``check(reader)`` runs before any sampler or loader exists (e.g. an empty split names its file).
+    """
+    from antgo.data.device_pipeline import split_for_device
+
+    cpu_cfg, batch_transform = split_for_device(split_cfg, device, key_path)
+    reader = build_dataset(cpu_cfg, key_path)
+    if check is not None:
+        check(reader)
+    if torch.device(device).type == "cuda":
+        loader_args.setdefault("pin_memory", True)
+    if callable(loader_args.get("sampler")) and not isinstance(loader_args["sampler"], torch.utils.data.Sampler):
+        loader_args["sampler"] = loader_args["sampler"](reader)
+    return build_dataloader(reader, **loader_args), batch_transform

@@ -29,19 +29,20 @@ class Tester:
 
     def __init__(self, cfg: Any, work_dir: str = "./output", device: str | None = None,
                  gpu_id: int | None = None) -> None:
-        from antgo.engine.device import resolve_device
+        from antgo.engine.device import fast_path, resolve_device
 
         self.cfg = load_config(cfg)
         self.work_dir = os.path.abspath(work_dir)
         self.device = resolve_device(device, gpu_id)
-        self.amp = bool(self.cfg.get("amp", False)) and self.device.type == "cuda"
-        self.channels_last = bool(self.cfg.get("channels_last", False))
+        fast = fast_path(self.cfg, self.device)  # the trainer's defaults: bf16 + channels_last on CUDA
+        self.amp, self.channels_last = fast.amp, fast.channels_last
         self.model: torch.nn.Module | None = None
         self.checkpoint: str | None = None
         self.metrics: list[Any] = []
         self.results: dict[str, float] = {}
         self.vis_files: list[str] = []
         self.reader: Any = None
+        self.batch_transform: Any = None  # the device batch transform of split_for_device
 
     def config_model(self, checkpoint: str | None = None, strict: bool = True) -> None:
         """Build the model and load ``checkpoint`` (falls back to the config key ``checkpoint``)."""
@@ -59,7 +60,7 @@ class Tester:
         logger.info("Tester: %s with weights %s on %s", type(model).__name__, checkpoint, self.device)
 
     def _build_loader(self) -> Any:
-        from antgo.data.builder import build_dataloader, build_dataset
+        from antgo.data.builder import build_split_loader
         from antgo.engine.loading import require_samples
 
         data = self.cfg.get("data") or {}
@@ -69,9 +70,11 @@ class Tester:
         if loader_cfg.get("shuffle"):
             logger.warning("data.test_dataloader.shuffle=True ignored: test order must follow the data set")
         loader_cfg["shuffle"] = False
-        self.reader = build_dataset(data["test"], "data.test")
-        require_samples(self.reader, "data.test")
-        return build_dataloader(self.reader, **loader_cfg)
+        loader, self.batch_transform = build_split_loader(data["test"], "data.test", self.device,
+                                                          check=lambda reader: require_samples(reader, "data.test"),
+                                                          **loader_cfg)
+        self.reader = loader.dataset
+        return loader
 
     def evaluate(self, json_file: str | None = None, vis_dir: str | None = None, num_vis: int = 0) -> dict[str, float]:
         """Evaluate on ``data.test``, write ``json_file`` (default ``work_dir/eval_results.json``), return metrics."""
@@ -98,7 +101,8 @@ class Tester:
 
         self.results = evaluate(self.model, loader, self.metrics, self.device, amp=self.amp,
                                 channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
-                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")))
+                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
+                                batch_transform=self.batch_transform)
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
         atomic_write_text(json_file, json.dumps(json_safe(self.results), indent=2))
         self.json_file = json_file
@@ -115,6 +119,9 @@ class Tester:
         spec = self.metrics[0].keys() if callable(getattr(self.metrics[0], "keys", None)) else {}
         pred_key = (spec.get("pred") or [None])[0]
         gt_key = (spec.get("gt") or [None])[0]
+        if pred_key != "pred_segments":  # boxes / keypoints are drawn by antgo.tracking.task_plots
+            logger.info("no mask visualisation for '%s' predictions", pred_key)
+            return []
         os.makedirs(vis_dir, exist_ok=True)
         files: list[str] = []
         for index, pred, gt in samples:

@@ -50,7 +50,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> type[Scripted]:
 def test_training_stops_at_the_expected_epoch(tiny_seg_cfg: dict, tmp_path: Path, scripted: Any, scores: list,
                                               key: str, patience: int, min_delta: float, stop_epoch: int,
                                               best_epoch: int) -> None:
-    scripted.scores = scores
+    scripted.scores = [scores[0]] + scores  # the first call is the dry run on one batch before training
     tiny_seg_cfg["evaluation"] = dict(interval=1, metric=dict(type="EarlyStopScripted", key=key), save_best=key)
     tiny_seg_cfg["custom_hooks"] = [dict(type="EarlyStoppingHook", patience=patience, min_delta=min_delta)]
     tiny_seg_cfg["checkpoint_config"] = dict(interval=100)  # only the last epoch: the stopping one must count

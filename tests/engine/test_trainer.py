@@ -90,7 +90,7 @@ def scripted_metric(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedScore]:
 def test_best_json_holds_the_best_not_the_latest(tiny_seg_cfg: dict, tmp_path: Path, scripted_metric: Any,
                                                  scores: list[float], rule: str | None, key: str,
                                                  best_epoch: int) -> None:
-    scripted_metric.scores = scores
+    scripted_metric.scores = [0.5] + scores  # the first call is the dry run on one batch before training
     tiny_seg_cfg["evaluation"] = dict(interval=1, metric=dict(type="ScriptedScore", key=key), save_best=key, rule=rule)
     _, result = train(tiny_seg_cfg, tmp_path, max_epochs=3)
     best = json.loads((tmp_path / "best.json").read_text())
@@ -100,6 +100,7 @@ def test_best_json_holds_the_best_not_the_latest(tiny_seg_cfg: dict, tmp_path: P
     meta = torch.load(tmp_path / "best.pth", weights_only=False)["meta"]
     assert meta["epoch"] == best_epoch
     assert [h["val"][key] for h in result["history"]] == scores
+    assert scripted_metric.calls == 1 + len(scores)
 
 
 @pytest.fixture
@@ -205,7 +206,7 @@ class GradProbe(Hook):
     def after_iter(self, trainer: Trainer) -> None:
         grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
         self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
-        self.logged.append(trainer.log_vars["grad_norm"])
+        self.logged.append(float(trainer.outputs["grad_norm"]))  # this step's value, on the device
 
 
 def test_grad_clip_limits_the_norm_and_logs_it(tiny_seg_cfg: dict, tmp_path: Path) -> None:

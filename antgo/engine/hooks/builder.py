@@ -42,8 +42,9 @@ def build_logger_hooks(cfg: Mapping[str, Any]) -> list[Hook]:
     log_cfg = _as_dict(cfg.get("log_config"), "log_config")
     interval = log_cfg.pop("interval", 10)
     entries = log_cfg.pop("hooks", [dict(type="TextLoggerHook")])
+    log_cfg.pop("grad_norm", None)  # read by the trainer: log the gradient norm (costs a norm per step)
     if log_cfg:
-        raise KeyError(f"log_config has unknown keys {sorted(log_cfg)}; known: interval, hooks")
+        raise KeyError(f"log_config has unknown keys {sorted(log_cfg)}; known: interval, hooks, grad_norm")
     return [build_hook(h, f"log_config.hooks[{i}]", default_args=dict(interval=interval))
             for i, h in enumerate(entries)]
 
