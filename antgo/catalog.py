@@ -18,7 +18,7 @@ def describe(obj: object, width: int = 100) -> str:
     """The first sentence of the object's own docstring, on one line of at most ``width`` characters."""
     doc = inspect.getdoc(obj) if obj.__doc__ else None
     if not doc:
-        return ""
+        return "(no description: the class has no docstring)"
     text = " ".join(doc.split("\n\n")[0].split()).replace("``", "")
     end = text.find(". ")
     text = text[: end + 1] if 0 < end else text

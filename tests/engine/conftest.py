@@ -1,4 +1,5 @@
-"""Engine test helpers: a two-process CPU DDP launch of ``antgo train`` through torch.distributed.run."""
+"""Engine test helpers: a scripted user-style metric, and a two-process CPU DDP launch of ``antgo train``
+through torch.distributed.run."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from antgo.registry import METRICS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,3 +37,30 @@ def _train_two_ranks(cfg: dict[str, Any], tmp_path: Path, plugin: str, hook: dic
 def train_two_ranks() -> Any:
     """``train_two_ranks(cfg, tmp_path, plugin_source, hook_cfg, *cli_args) -> [rank0, rank1]`` JSON records."""
     return _train_two_ranks
+
+
+class ScriptedScore:
+    """A user-style metric (``keys`` + ``__call__`` only) returning scores from a script, one per evaluation."""
+
+    scores: list[float] = []
+    calls = 0
+
+    def __init__(self, key: str = "acc") -> None:
+        self.key = key
+
+    def keys(self) -> dict[str, list[str]]:
+        return {"pred": ["pred_segments"], "gt": ["segments"]}
+
+    def __call__(self, preds: list[dict], gts: list[dict]) -> dict[str, float]:
+        assert len(preds) == len(gts) == 4 and preds[0]["pred_segments"].ndim == 2
+        score = ScriptedScore.scores[ScriptedScore.calls]
+        ScriptedScore.calls += 1
+        return {self.key: score}
+
+
+@pytest.fixture
+def scripted_metric(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedScore]:
+    monkeypatch.setattr(METRICS, "_modules", dict(METRICS._modules))
+    METRICS.register_module(module=ScriptedScore)
+    ScriptedScore.calls = 0
+    return ScriptedScore

@@ -55,33 +55,6 @@ def test_short_run_lowers_loss_and_writes_outputs(tiny_seg_cfg: dict, tmp_path: 
     assert not any(getattr(h, "baseFilename", "").startswith(str(run)) for h in logging.getLogger("antgo").handlers)
 
 
-class ScriptedScore:
-    """A user-style metric (``keys`` + ``__call__`` only) returning scores from a script, one per evaluation."""
-
-    scores: list[float] = []
-    calls = 0
-
-    def __init__(self, key: str = "acc") -> None:
-        self.key = key
-
-    def keys(self) -> dict[str, list[str]]:
-        return {"pred": ["pred_segments"], "gt": ["segments"]}
-
-    def __call__(self, preds: list[dict], gts: list[dict]) -> dict[str, float]:
-        assert len(preds) == len(gts) == 4 and preds[0]["pred_segments"].ndim == 2
-        score = ScriptedScore.scores[ScriptedScore.calls]
-        ScriptedScore.calls += 1
-        return {self.key: score}
-
-
-@pytest.fixture
-def scripted_metric(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedScore]:
-    monkeypatch.setattr(METRICS, "_modules", dict(METRICS._modules))
-    METRICS.register_module(module=ScriptedScore)
-    ScriptedScore.calls = 0
-    return ScriptedScore
-
-
 @pytest.mark.parametrize("scores,rule,key,best_epoch", [
     ([0.5, 0.9, 0.3], "greater", "acc", 2),
     ([0.0, -1.0, -2.0], "greater", "acc", 1),      # 0.0 is a real score

@@ -160,14 +160,19 @@ class Pascal2012(Dataset):
     def size(self) -> int:
         return len(self.ids)
 
-    def sample(self, id: int) -> dict[str, Any]:
+    def _read_image(self, id: int) -> tuple[str, dict[str, Any]]:
+        """(image id, {'image', 'image_meta'}) of sample ``id``: the part every task form reads the same way."""
         if not 0 <= int(id) < len(self.ids):
             raise IndexError(f"Pascal2012 {self.train_or_test}: index {id} out of range 0..{len(self.ids) - 1}")
         sid = self.ids[int(id)]
         image_file = self.voc_root / "JPEGImages" / f"{sid}.jpg"
         image = read_rgb(image_file)
-        out: dict[str, Any] = {"image": image,
-                               "image_meta": {"id": sid, "image_file": str(image_file), "image_shape": image.shape[:2]}}
+        return sid, {"image": image,
+                     "image_meta": {"id": sid, "image_file": str(image_file), "image_shape": image.shape[:2]}}
+
+    def sample(self, id: int) -> dict[str, Any]:
+        sid, out = self._read_image(id)
+        image = out["image"]
         mask_file = self._masks[sid]
         if mask_file.is_file():
             out["segments"] = read_mask(mask_file, image.shape[:2], len(self.class_names))

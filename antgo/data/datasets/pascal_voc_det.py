@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from antgo.data.datasets._layout import check_flag, check_split, layout_error
-from antgo.data.datasets.pascal_voc import SPLITS, VOC_CLASS_NAMES, Pascal2012, find_voc_root, read_ids, read_rgb
+from antgo.data.datasets.pascal_voc import SPLITS, VOC_CLASS_NAMES, Pascal2012, find_voc_root, read_ids
 from antgo.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -103,13 +103,9 @@ class Pascal2012Detection(Pascal2012):
                     len(self.class_names), self.voc_root)
 
     def sample(self, id: int) -> dict[str, Any]:
-        if not 0 <= int(id) < len(self.ids):
-            raise IndexError(f"Pascal2012 {self.train_or_test}: index {id} out of range 0..{len(self.ids) - 1}")
-        sid = self.ids[int(id)]
-        image_file = self.voc_root / "JPEGImages" / f"{sid}.jpg"
-        image = read_rgb(image_file)
+        sid, out = self._read_image(id)
         boxes, labels, difficult = parse_voc_xml(self.voc_root / "Annotations" / f"{sid}.xml", self._class_index)
         if not self.keep_difficult:
             boxes, labels, difficult = boxes[~difficult], labels[~difficult], difficult[~difficult]
-        return {"image": image, "bboxes": boxes, "labels": labels, "difficult": difficult,
-                "image_meta": {"id": sid, "image_file": str(image_file), "image_shape": image.shape[:2]}}
+        out.update(bboxes=boxes, labels=labels, difficult=difficult)
+        return out
