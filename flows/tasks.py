@@ -257,7 +257,7 @@ def export(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, 
            registered_model_name: str | None) -> dict[str, Any]:
     """``Exporter.export`` to ONNX; log the file and an MLflow ONNX model, register a version."""
     from antgo.engine import Exporter
-    from antgo.tracking.registry import log_onnx_model
+    from antgo.tracking.registry import RegisteredOnnx, log_onnx_model
 
     tracker = _tracker(tracking)
     with tracker.stage("export") as run:
@@ -270,7 +270,10 @@ def export(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, 
         data_file = Path(onnx_path + ".data")
         if data_file.is_file():
             run.log_artifact(data_file, "onnx")
-        registered = log_onnx_model(tracker, run.run_id, onnx_path, registered_model_name)
+        registered = tracker.guarded(  # None while MLflow is unreachable: the ONNX file is in the run folder
+            run.run_id, f"log ONNX model {onnx_path}",
+            lambda: log_onnx_model(tracker, run.run_id, onnx_path, registered_model_name)) \
+            or RegisteredOnnx(None, registered_model_name, None)
         run.set_tags({"antgo.model_name": registered.name, "antgo.model_version": registered.version})
     return {"onnx_path": onnx_path, **registered.to_dict()}
 
@@ -299,9 +302,11 @@ def verify(config_path: str, run_dir: str, onnx_path: str, checkpoint: str, trac
             raise
         report = dict(report or {})
         _log_parity(tracker, run, report, passed)
-        tag_version(tracker, model_name, model_version, {"parity": "passed"})
+        tracker.guarded(run.run_id, f"tag {model_name} v{model_version} parity=passed",
+                        lambda: tag_version(tracker, model_name, model_version, {"parity": "passed"}))
         if alias and model_name and model_version:
-            set_version_alias(tracker, model_name, model_version, alias)
+            tracker.guarded(run.run_id, f"set alias @{alias}",
+                            lambda: set_version_alias(tracker, model_name, model_version, alias))
     return {"report": report, "passed": passed, "alias": alias if model_version else None}
 
 
