@@ -230,6 +230,7 @@ def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
 def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
     """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
     try:
+        _keep_previous_summary(Path(summary["run_dir"]), summary.get("flow_run_id"))
         Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
@@ -244,6 +245,21 @@ def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseExceptio
         logger.exception("could not close the MLflow parent run")
     _report_undelivered(tracker, summary, exc)
     publish_summary(summary)
+
+
+def _keep_previous_summary(run_dir: Path, flow_run_id: str | None) -> None:
+    """A resumed folder keeps the summary of its earlier attempt as ``summary.<its time>.json``."""
+    path = run_dir / "summary.json"
+    try:
+        previous = json.loads(path.read_text())
+    except OSError:
+        return
+    except ValueError:
+        previous = {}
+    if previous.get("flow_run_id") == flow_run_id and flow_run_id:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    path.rename(run_dir / f"summary.{stamp}.json")
 
 
 def _report_undelivered(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:

@@ -140,7 +140,8 @@ class PipelineTracker:
 
     def __init__(self, ctx: TrackingContext, enabled: bool | None = None) -> None:
         self.ctx = ctx
-        self.enabled = is_rank_zero() if enabled is None else enabled
+        # no parent run (tracking off or unavailable, rank != 0): nothing to log into
+        self.enabled = (is_rank_zero() and bool(ctx.parent_run_id)) if enabled is None else enabled
         self._client = None
         self.closed_orphans: list[Any] = []  # parent runs of dead pipelines that start() marked KILLED
 
