@@ -188,6 +188,6 @@ def undelivered_report(entries: list[dict[str, Any]]) -> list[str]:
         elif kind == "artifact":
             what = f"{len(items)} artifacts ({', '.join(str(e.get('path')) for e in items[:6])})"
         else:
-            what = f"{len(items)} {kind} calls ({', '.join(str(e.get('call')) for e in items[:6])})"
+            what = f"{len(items)} call{'s' if len(items) > 1 else ''} ({'; '.join(str(e.get('call')) for e in items[:6])})"
         lines.append(f"run {run_id}: {what}")
     return lines
