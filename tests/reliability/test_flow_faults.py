@@ -64,7 +64,7 @@ def _missing_data(config: Path) -> None:
 CASES = [
     Case("syntax error in the config", lambda c, w: [], _break_syntax, "parse_config", lambda c: [c.name]),
     Case("unknown override key", lambda c, w: ["--cfg-options", "optimizer.lrr=0.1"], None, "parse_config",
-         lambda c: ["optimizer.lrr", "lr"]),
+         lambda c: ["optimizer.lrr", "'lr'"]),
     Case("missing data folder", lambda c, w: [], _missing_data, "build_dataloaders",
          lambda c: ["no-such-voc"]),
     Case("config file not found", lambda c, w: [], lambda c: c.unlink(), None, lambda c: [c.name]),
