@@ -25,10 +25,14 @@ TELEMETRY_OFF = {
 }
 
 
+def _env_defaults(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+
+
 def disable_telemetry() -> None:
     """Turn MLflow/Prefect telemetry off unless the user set these variables explicitly."""
-    for key, value in TELEMETRY_OFF.items():
-        os.environ.setdefault(key, value)
+    _env_defaults(TELEMETRY_OFF)
 
 
 # MLflow's defaults (120 s timeout, 7 retries, backoff factor 2) make one call to a dead server take minutes.
@@ -44,8 +48,7 @@ HTTP_DEFAULTS = {
 
 def bound_http_retries() -> None:
     """Short MLflow HTTP timeout/retries unless the user exported their own (read per request by MLflow)."""
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    _env_defaults(HTTP_DEFAULTS)
 
 
 def default_store_dir(root: str | os.PathLike | None = None) -> Path:
