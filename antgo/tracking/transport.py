@@ -135,10 +135,13 @@ class Transport:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait (at most ``timeout`` s) until every queued call was sent or recorded; True when drained."""
         deadline = time.monotonic() + (self.flush_timeout_s if timeout is None else timeout)
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline or not self._worker.is_alive():
-                return False
-            time.sleep(0.02)  # polling the queue's counter: Queue.join() has no timeout
+        done = self._queue.all_tasks_done  # the condition Queue.join() waits on; join() itself has no timeout
+        with done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._worker.is_alive():
+                    return False
+                done.wait(min(remaining, 1.0))
         return True
 
     def call(self, op: Op, flush_timeout: float | None = None) -> Any:
