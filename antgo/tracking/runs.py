@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -126,8 +127,14 @@ def mask_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _mask_option(text: str) -> str:
+    """``data.x.password=v`` -> ``data.x.password=******``; other text (a markdown note, a path) unchanged."""
     key, sep, value = text.partition("=")
-    return f"{key}={MASK}" if sep and value and is_secret_key(key.strip().lstrip("+")) else text
+    if not (sep and value and _OPTION_KEY.match(key)):
+        return text
+    return f"{key}={MASK}" if is_secret_key(key.lstrip("+")) else text
+
+
+_OPTION_KEY = re.compile(r"^\+?[\w.\-]+$")
 
 
 class PipelineTracker:
@@ -164,7 +171,12 @@ class PipelineTracker:
         if commit:
             all_tags.setdefault("mlflow.source.git.commit", commit)
             all_tags.setdefault("antgo.git_commit", commit)
-        orphans = close_orphaned_runs(client, exp_id)
+        try:
+            orphans = close_orphaned_runs(client, exp_id)
+        except Exception as exc:  # housekeeping of earlier pipelines must not stop this one
+            logger.warning("could not check experiment %r for runs left RUNNING by killed pipelines: %s",
+                           experiment, exc)
+            orphans = []
         run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
         tracker = cls(TrackingContext(uri, exp_id, run.info.run_id, str(spool) if spool else None), enabled=True)
         tracker._client = client
