@@ -1,5 +1,5 @@
 """A flow script killed mid-training: no temporary Prefect server is left behind (SIGTERM: stopped by the
-script; ``kill -9``: by the kernel, PR_SET_PDEATHSIG), and its MLflow runs end KILLED — by the script itself on
+script; ``kill -9``: by the kernel, PR_SET_PDEATHSIG), and its MLflow runs end KILLED: by the script itself on
 SIGTERM, by the next start (here a ``--resume``) after ``kill -9``."""
 from __future__ import annotations
 
@@ -48,24 +48,28 @@ def flow_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
     return env, home
 
 
-def _start_training(processes: Any, env: dict[str, str], folder: Path, config: Path, uri: str,
-                    experiment: str) -> tuple[subprocess.Popen, Path, int]:
-    """The flow script, until its first checkpoint exists; returns it, its log and its server's pid."""
-    log = folder / f"{experiment}.log"
+def _start_flow(processes: Any, env: dict[str, str], folder: Path, config: Path, uri: str, experiment: str,
+                *extra: str) -> tuple[subprocess.Popen, Path]:
+    log = folder / f"{experiment}-{len(processes.started)}.log"
     proc = processes.start([sys.executable, FLOW, str(config), "--work-dir", str(folder / "wd"), "--max-epochs",
-                            "500", "--tracking-uri", uri, "--experiment", experiment, "--device", "cpu"],
-                           log, env=env, cwd=folder)
-    wait_for("first checkpoint", lambda: list((folder / "wd").rglob("latest.pth")), 180, proc, log)
-    records = list((Path(env["PREFECT_HOME"]) / "antgo-servers").glob("*.json"))
-    server = [json.loads(r.read_text()) for r in records if json.loads(r.read_text())["parent_pid"] == proc.pid]
-    assert len(server) == 1, records
-    assert process_alive(server[0]["server_pid"])
-    return proc, log, server[0]["server_pid"]
+                            "500", "--tracking-uri", uri, "--experiment", experiment, "--device", "cpu",
+                            "--num-vis", "0", *extra], log, env=env, cwd=folder)
+    return proc, log
+
+
+def _server_of(env: dict[str, str], proc: subprocess.Popen) -> int:
+    """The pid of the temporary Prefect server that ``proc`` started (from its pidfile)."""
+    records = [json.loads(r.read_text()) for r in (Path(env["PREFECT_HOME"]) / "antgo-servers").glob("*.json")]
+    (server,) = [r["server_pid"] for r in records if r["parent_pid"] == proc.pid]
+    assert process_alive(server)
+    return server
 
 
 def _pipeline_runs(mlflow_store: Any, experiment: str) -> list[Any]:
     client = mlflow_store.client()
     exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
     return client.search_runs([exp.experiment_id], filter_string="tags.`antgo.pipeline` = 'true'",
                               order_by=["attributes.start_time ASC"])
 
@@ -76,49 +80,45 @@ def _children(mlflow_store: Any, parent: Any) -> dict[str, Any]:
     return {r.info.run_name: r for r in runs}
 
 
-def test_sigterm_stops_the_flow_its_server_and_closes_its_runs(tmp_path, flow_env, processes, make_tiny_config,
-                                                               mlflow_store):
-    env, _ = flow_env
-    config = make_tiny_config(tmp_path / "cfg", model_name="tiny-term")
-    proc, log, server_pid = _start_training(processes, env, tmp_path, config, mlflow_store.uri, "kill-term")
+def test_killed_flows_leave_no_server_and_no_running_mlflow_runs(tmp_path, flow_env, processes, make_tiny_config,
+                                                                 mlflow_store):
+    """kill -9 mid-training, then ``--resume latest`` (which closes the killed runs), then SIGTERM to the resume."""
+    env, home = flow_env
+    config = make_tiny_config(tmp_path / "cfg", model_name="tiny-kill")
+    uri, experiment = mlflow_store.uri, "flow-kill"
+
+    # 1. kill -9 after the first checkpoint: the kernel stops the temporary server; nobody can close the runs
+    first, log = _start_flow(processes, env, tmp_path, config, uri, experiment)
+    wait_for("first checkpoint", lambda: list((tmp_path / "wd").rglob("latest.pth")), 180, first, log)
+    first_server = _server_of(env, first)
+    first.kill()
+    first.wait(timeout=30)
+    wait_for("server exit after kill -9", lambda: not process_alive(first_server), 15)
+    (killed,) = _pipeline_runs(mlflow_store, experiment)
+    assert killed.info.status == "RUNNING"
+
+    # 2. the resume's start marks them KILLED, with the reason, before it trains
+    second, log = _start_flow(processes, env, tmp_path, config, uri, experiment, "--resume", "latest")
+    resumed = wait_for("the resume's train run", lambda: [
+        r for r in _pipeline_runs(mlflow_store, experiment)[1:] if "train" in _children(mlflow_store, r)], 180,
+        second, log)[0]
+    old = mlflow_store.client().get_run(killed.info.run_id)
+    assert old.info.status == "KILLED" and "ended without closing this run" in old.data.tags["error"]
+    assert _children(mlflow_store, old)["train"].info.status == "KILLED"
+    assert {r.info.status for r in _children(mlflow_store, old).values()} == {"FINISHED", "KILLED"}
+
+    # 3. SIGTERM to the resume (the script only, not its process group): out in seconds, its own runs KILLED
+    second_server = _server_of(env, second)
     start = time.monotonic()
-    proc.send_signal(signal.SIGTERM)  # the script only, not its process group
-    returncode = proc.wait(timeout=60)
+    second.send_signal(signal.SIGTERM)
+    returncode = second.wait(timeout=60)
     assert time.monotonic() - start < 20, f"SIGTERM took {time.monotonic() - start:.1f} s"
     assert returncode == 143, log.read_text()[-3000:]  # 128 + SIGTERM, after the cleanup ran
-    wait_for("server exit", lambda: not process_alive(server_pid), 15)
-    (parent,) = _pipeline_runs(mlflow_store, "kill-term")
-    assert parent.info.status == "KILLED", parent.data.tags.get("error")
-    assert _children(mlflow_store, parent)["train"].info.status == "KILLED"
-    assert not list((Path(env["PREFECT_HOME"]) / "antgo-servers").glob(f"{server_pid}.json"))
-
-
-def test_kill9_leaves_no_server_and_resume_closes_the_runs(tmp_path, flow_env, processes, make_tiny_config,
-                                                          mlflow_store):
-    import torch
-
-    env, _ = flow_env
-    config = make_tiny_config(tmp_path / "cfg", model_name="tiny-kill9")
-    proc, log, server_pid = _start_training(processes, env, tmp_path, config, mlflow_store.uri, "kill-9")
-    proc.kill()
-    proc.wait(timeout=30)
-    wait_for("server exit after kill -9", lambda: not process_alive(server_pid), 15)
-    (killed,) = _pipeline_runs(mlflow_store, "kill-9")
-    assert killed.info.status == "RUNNING"  # nobody could close it: the next start does
-
-    latest = next((tmp_path / "wd").rglob("latest.pth"))
-    epoch = int(torch.load(latest, map_location="cpu", weights_only=False)["meta"]["epoch"])
-    result = subprocess.run([sys.executable, FLOW, str(config), "--work-dir", str(tmp_path / "wd"), "--resume",
-                             "latest", "--max-epochs", str(epoch + 1), "--tracking-uri", mlflow_store.uri,
-                             "--experiment", "kill-9", "--device", "cpu", "--num-vis", "0"],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    old, new = _pipeline_runs(mlflow_store, "kill-9")
-    assert old.info.run_id == killed.info.run_id and new.info.status == "FINISHED"
-    assert old.info.status == "KILLED" and "ended without closing this run" in old.data.tags["error"]
-    assert {r.info.status for r in _children(mlflow_store, old).values()} <= {"FINISHED", "KILLED"}
-    assert _children(mlflow_store, old)["train"].info.status == "KILLED"
-    assert not list((Path(env["PREFECT_HOME"]) / "antgo-servers").glob("*.json"))  # no server records left
+    wait_for("server exit after SIGTERM", lambda: not process_alive(second_server), 15)
+    resumed = mlflow_store.client().get_run(resumed.info.run_id)
+    assert resumed.info.status == "KILLED", resumed.data.tags.get("error")
+    assert _children(mlflow_store, resumed)["train"].info.status == "KILLED"
+    assert not list((home / "antgo-servers").glob("*.json"))  # no server records left
 
 
 def test_next_start_reaps_a_server_whose_script_is_gone(tmp_path):

@@ -79,23 +79,29 @@ def _flow_state(env: dict[str, str], flow_run_id: str) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_fault_fails_the_flow_script_naming_the_cause(case, tmp_path, prefect_env, make_tiny_config_file):
+def test_fault_fails_the_flow_script_naming_the_cause(case, tmp_path, request, make_tiny_config_file, capsys):
     config = make_tiny_config_file(tmp_path / "cfg")
     if case.edit:
         case.edit(config)
     work_dir = tmp_path / "wd"
+    prefect_env = request.getfixturevalue("prefect_env") if case.stage else None
     tracking = ["--tracking", "off"] if case.tracking_off else []
-    result = subprocess.run([sys.executable, FLOW, str(config), "--work-dir", str(work_dir), "--device", "cpu",
-                             *tracking, *case.args(config, work_dir)],
-                            env=prefect_env, capture_output=True, text=True, timeout=300)
+    argv = [str(config), "--work-dir", str(work_dir), "--device", "cpu", *tracking, *case.args(config, work_dir)]
+    if case.stage is None:  # refused before Prefect starts: main() is what the script exits with
+        from flows.train_flow import main
+
+        assert main(argv) == 1
+        stderr = capsys.readouterr().err
+        assert "antgo pipeline Failed" in stderr and all(text in stderr for text in case.names(config)), stderr
+        assert not work_dir.exists()  # nothing created
+        return
+    result = subprocess.run([sys.executable, FLOW, *argv], env=prefect_env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "antgo pipeline Failed" in result.stderr
     for text in case.names(config):
         assert text in result.stderr, (text, result.stderr[-3000:])
     runs = list(work_dir.glob("*/summary.json"))
-    if case.stage is None:
-        assert not runs  # refused before anything was created
-        return
     (summary_file,) = runs
     summary = json.loads(summary_file.read_text())
     assert summary["status"] == "Failed" and summary["failed_stage"] == case.stage
