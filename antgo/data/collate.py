@@ -1,11 +1,41 @@
-"""Turn a list of sample dicts into one batch dict."""
+"""Turn a list of sample dicts into one batch dict.
+
+Per-instance fields (``INSTANCE_KEYS``: boxes, their labels, keypoints and per-box flags) vary in length
+from image to image, so they are never stacked: the batch holds a list of B tensors, one per sample,
+whatever the task and even when the lengths happen to agree. Everything else is stacked.
+"""
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
+
+# Fields with one row per object instance (their first axis is N, which differs between samples).
+INSTANCE_KEYS = ("bboxes", "labels", "joints2d", "joints_vis", "iscrowd", "areas", "difficult")
+
+
+def _as_tensor(key: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise TypeError(f"collate: per-instance field '{key}' must be a numpy array or tensor per sample "
+                    f"(e.g. float32 (N, 4) for bboxes, N may be 0), got {type(value).__name__}")
+
+
+def _instance_field(key: str, values: list[Any]) -> list[torch.Tensor]:
+    tensors = [_as_tensor(key, v) for v in values]
+    tails = {tuple(t.shape[1:]) for t in tensors}
+    if len(tails) > 1 or any(t.dim() == 0 for t in tensors):
+        raise ValueError(f"collate: per-instance field '{key}' must have shape (N, ...) with the same trailing "
+                         f"shape in every sample, got {[tuple(t.shape) for t in tensors]}")
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:
+        raise ValueError(f"collate: field '{key}' has different dtypes in one batch: {sorted(map(str, dtypes))}")
+    return tensors
 
 
 def _stack_field(key: str, values: list[Any]) -> Any:
@@ -18,7 +48,8 @@ def _stack_field(key: str, values: list[Any]) -> Any:
         if len(shapes) > 1:
             raise ValueError(
                 f"collate: field '{key}' has different shapes in one batch: {sorted(shapes)}; "
-                f"resize or crop to one size in the pipeline (e.g. ResizeS target_dim) or use batch size 1")
+                f"resize or crop to one size in the pipeline (e.g. ResizeS target_dim) or use batch size 1 "
+                f"(per-instance fields {list(INSTANCE_KEYS)} are batched as lists instead)")
         dtypes = {t.dtype for t in tensors}
         if len(dtypes) > 1:
             raise ValueError(f"collate: field '{key}' has different dtypes in one batch: {sorted(map(str, dtypes))}")
@@ -36,12 +67,14 @@ def _stack_field(key: str, values: list[Any]) -> Any:
     return list(values)
 
 
-def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+def collate(batch: list[dict[str, Any]], instance_keys: Iterable[str] = INSTANCE_KEYS) -> dict[str, Any]:
     """Collate sample dicts into a batch dict.
 
-    numpy arrays and tensors are stacked on a new first axis (dtype kept: ``uint8`` masks stay
-    ``uint8``); Python/numpy numbers become 1-D tensors; strings, dicts, None and other metadata are
-    kept as lists of length B. Differing shapes raise ``ValueError`` naming the field.
+    Fields in ``instance_keys`` (default ``INSTANCE_KEYS``: ``bboxes``, ``labels``, ``joints2d``,
+    ``joints_vis``, ``iscrowd``, ``areas``, ``difficult``) become a list of B tensors of shape ``(N_i, ...)``
+    (``N_i`` may be 0). Other numpy arrays and tensors are stacked on a new first axis (dtype kept:
+    ``uint8`` masks stay ``uint8``); Python/numpy numbers become 1-D tensors; strings, dicts, None and other
+    metadata are kept as lists of length B. Differing shapes of a stacked field raise ``ValueError`` naming it.
     """
     if not batch:
         raise ValueError("collate: empty batch")
@@ -51,4 +84,6 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     for i, sample in enumerate(batch[1:], 1):
         if set(sample) != set(keys):
             raise KeyError(f"collate: sample {i} has keys {sorted(sample)} but sample 0 has {sorted(keys)}")
-    return {key: _stack_field(key, [s[key] for s in batch]) for key in keys}
+    per_instance = set(instance_keys)
+    return {key: (_instance_field if key in per_instance else _stack_field)(key, [s[key] for s in batch])
+            for key in keys}

@@ -123,9 +123,9 @@ def test_rgb_mask_and_wrong_shape_are_named(tmp_path):
         ds.sample(1)
 
 
-def test_task_type_other_than_segmentation(tree):
-    with pytest.raises(NotImplementedError, match="SEGMENTATION"):
-        Pascal2012("train", tree, dict(task_type="DETECTION"))
+def test_task_type_other_than_segmentation_or_detection(tree):
+    with pytest.raises(NotImplementedError, match="SEGMENTATION.*DETECTION"):
+        Pascal2012("train", tree, dict(task_type="KEYPOINTS"))
 
 
 def test_test_split_without_masks_and_class_names_file(tmp_path):

@@ -37,6 +37,23 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return base + 0.7 * grey_blotches + 0.3 * blotches + ramp
 
 
+def paint_object(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, colour: np.ndarray, r: float) -> None:
+    """Paint ``mask`` in float ``image`` with ``colour``, shaded across the object and with a per-object
+    texture amplitude, so an object's colour is not constant."""
+    yy, xx = np.nonzero(mask)
+    if not len(yy):
+        return
+    shade = 1.0 + rng.uniform(-0.2, 0.2) * (xx - xx.mean()) / max(r, 1.0)
+    image[yy, xx] = colour[None, :] * shade[:, None] + rng.normal(0, rng.uniform(4, 14), size=(len(yy), 3))
+
+
+def finish_image(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Pixel noise and a slight blur (soft edges, like a camera), as RGB ``uint8``."""
+    image = (image + rng.normal(0, 6, size=image.shape)).astype(np.float32)
+    image = cv2.GaussianBlur(image, (0, 0), 0.7)
+    return np.clip(image, 0, 255).round().astype(np.uint8)
+
+
 def render_demo_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One demo image (RGB uint8) and its mask (class indices, 255 on 2-px class boundaries)."""
     h, w = (int(v) for v in rng.integers(_SIZE_RANGE[0], _SIZE_RANGE[1] + 1, size=2))
@@ -47,15 +64,9 @@ def render_demo_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
         r = rng.uniform(0.13, 0.3) * min(h, w)
         m = shape_mask(DEMO_CLASS_NAMES[cls], h, w, rng.uniform(0.6 * r, w - 0.6 * r),
                        rng.uniform(0.6 * r, h - 0.6 * r), r, rng.uniform(0, 360))
-        colour = hsv_colour(rng, _HUE_BANDS[cls], (130, 255), (120, 255))
-        # Shading across the object and a per-object texture amplitude: colour is not constant.
-        yy, xx = np.nonzero(m)
-        shade = 1.0 + rng.uniform(-0.2, 0.2) * (xx - xx.mean()) / max(r, 1.0)
-        image[yy, xx] = colour[None, :] * shade[:, None] + rng.normal(0, rng.uniform(4, 14), size=(len(yy), 3))
+        paint_object(rng, image, m, hsv_colour(rng, _HUE_BANDS[cls], (130, 255), (120, 255)), r)
         label[m] = cls
-    image += rng.normal(0, 6, size=image.shape)
-    image = cv2.GaussianBlur(image, (0, 0), 0.7)  # soft edges, like a camera
-    return np.clip(image, 0, 255).round().astype(np.uint8), void_boundaries(label, 2)
+    return finish_image(rng, image), void_boundaries(label, 2)
 
 
 def _manifest(seed: int) -> dict:

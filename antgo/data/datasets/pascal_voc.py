@@ -18,7 +18,7 @@ VOC_CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-SUPPORTED_TASKS = ("SEGMENTATION",)
+SUPPORTED_TASKS = ("SEGMENTATION",)  # and DETECTION, dispatched to pascal_voc_det in __new__
 SPLITS = ("train", "val", "trainval", "test")
 VOID = 255
 
@@ -92,14 +92,24 @@ class Pascal2012(Dataset):
     indices with VOC's void boundary kept as 255. ``ext_params``: ``task_type`` ('SEGMENTATION'),
     ``aug`` (default True): the train split also takes the SBD masks of ``trainaug.txt`` ids that are
     neither in train (the VOC mask wins) nor in val. Nothing is downloaded.
+    ``task_type='DETECTION'`` builds ``pascal_voc_det.Pascal2012Detection`` (XML boxes) instead.
     """
+
+    def __new__(cls, train_or_test: str = "train", dir: str | Path | None = None,
+                ext_params: dict[str, Any] | None = None) -> "Pascal2012":
+        if cls is Pascal2012 and str((ext_params or {}).get("task_type", "")).upper() == "DETECTION":
+            from antgo.data.datasets.pascal_voc_det import Pascal2012Detection  # a subclass: its __init__ runs
+
+            cls = Pascal2012Detection
+        return super().__new__(cls)
 
     def __init__(self, train_or_test: str = "train", dir: str | Path | None = None,
                  ext_params: dict[str, Any] | None = None) -> None:
         super().__init__(train_or_test, dir, ext_params)
         task = str(self.ext_params.get("task_type", "SEGMENTATION")).upper()
         if task not in SUPPORTED_TASKS:
-            raise NotImplementedError(f"Pascal2012: task_type {task!r} is not supported; supported: {SUPPORTED_TASKS}")
+            raise NotImplementedError(f"Pascal2012: task_type {task!r} is not supported; "
+                                      f"supported: {SUPPORTED_TASKS + ('DETECTION',)}")
         unknown = sorted(set(self.ext_params) - {"task_type", "aug"})
         if unknown:
             logger.warning("Pascal2012: ignoring unknown ext_params %s", unknown)

@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m antgo.data.datasets.synthetic demo OUT_DIR [--seed 0]
+    python -m antgo.data.datasets.synthetic demo OUT_DIR [--task seg|det|kp|cls] [--seed 0]
     python -m antgo.data.datasets.synthetic voc OUT_DIR --train 8 --val 4 [--sbd 4]
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from antgo.data.datasets._voc_writer import (VOID, shape_mask, voc_dirs, void_boundaries, write_grey_mask,
                                              write_ids, write_palette_mask, write_rgb_jpeg)
 from antgo.data.datasets.demo import DEMO_CLASS_NAMES, make_demo_voc
+from antgo.data.datasets.synthetic_tasks import make_demo
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +117,13 @@ def make_voc_tree(root: str | Path, splits: Mapping[str, int] | None = None, siz
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m antgo.data.datasets.synthetic",
-                                     description="Write synthetic data sets in Pascal VOC layout.")
+                                     description="Write synthetic and demo data sets.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the embedded demo set (idempotent)")
     demo.add_argument("out_dir")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--task", choices=("seg", "det", "kp", "cls"), default="seg",
+                      help="seg: VOC segmentation (default); det/kp: COCO boxes/keypoints; cls: ImageFolder")
     voc = sub.add_parser("voc", help="a tiny VOC tree")
     voc.add_argument("out_dir")
     voc.add_argument("--train", type=int, default=8)
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     if args.command == "demo":
-        path = make_demo_voc(args.out_dir, seed=args.seed)
+        path = make_demo(args.task, args.out_dir, seed=args.seed)
     else:
         path = make_voc_tree(args.out_dir, splits={"train": args.train, "val": args.val}, sbd=args.sbd, seed=args.seed)
     logger.info("data set ready in %s (%.1f s); use dir=%r", path, time.perf_counter() - start, str(path))

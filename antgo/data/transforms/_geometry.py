@@ -2,8 +2,10 @@
 
 Conventions: ``bboxes`` are ``(N, 4)`` ``x1, y1, x2, y2`` in continuous pixel coordinates (the image
 spans ``[0, W] x [0, H]``); ``joints2d`` are ``(..., K, 2+)`` pixel-index coordinates (pixel centres at
-integers), only the first two columns are touched. ``segments`` (and any key in ``MASK_KEYS``) use
-nearest-neighbour sampling and are padded with the void label; other array keys are treated as images.
+integers), only the first two columns move and a third column is the visibility. ``segments`` (and any
+key in ``MASK_KEYS``) use nearest-neighbour sampling and are padded with the void label; other array keys
+are treated as images. After a change, ``settle_instances`` clips the boxes, drops the rows of boxes left
+without area from every per-instance field and marks keypoints outside the image invisible.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from antgo.data.collate import INSTANCE_KEYS
 
 MASK_KEYS = ("segments",)
 BOX_KEYS = ("bboxes",)
@@ -84,9 +88,11 @@ def resize_sample(results: dict[str, Any], keys: list[str], w: int, h: int, inte
         v = results[k]
         if k in BOX_KEYS:
             b = np.asarray(v, dtype=np.float32).copy()
-            b[..., 0::2] = np.clip(b[..., 0::2] * sx, 0, w)
-            b[..., 1::2] = np.clip(b[..., 1::2] * sy, 0, h)
+            b[..., 0::2] *= sx
+            b[..., 1::2] *= sy
             results[k] = b
+            if results.get("areas") is not None:
+                results["areas"] = np.asarray(results["areas"], dtype=np.float32) * np.float32(sx * sy)
         elif k in POINT_KEYS:
             p = np.asarray(v, dtype=np.float32).copy()
             p[..., 0] = (p[..., 0] + 0.5) * sx - 0.5
@@ -98,6 +104,7 @@ def resize_sample(results: dict[str, Any], keys: list[str], w: int, h: int, inte
                 flag = cv2.INTER_NEAREST if k in MASK_KEYS else interp
                 out = cv2.resize(a, (w, h), interpolation=flag)
                 results[k] = out.reshape(h, w, *a.shape[2:])  # cv2 drops a trailing channel of 1
+    settle_instances(results, keys, w, h)
     meta = results.get("image_meta")
     if isinstance(meta, dict):
         old = meta.get("scale_factor", (1.0, 1.0, 1.0, 1.0))
@@ -137,8 +144,8 @@ def crop_sample(results: dict[str, Any], keys: list[str], x0: int, y0: int, w: i
         v = results[k]
         if k in BOX_KEYS:
             b = np.asarray(v, dtype=np.float32).copy()
-            b[..., 0::2] = np.clip(b[..., 0::2] - x0, 0, w)
-            b[..., 1::2] = np.clip(b[..., 1::2] - y0, 0, h)
+            b[..., 0::2] -= x0
+            b[..., 1::2] -= y0
             results[k] = b
         elif k in POINT_KEYS:
             p = np.asarray(v, dtype=np.float32).copy()
@@ -147,9 +154,67 @@ def crop_sample(results: dict[str, Any], keys: list[str], x0: int, y0: int, w: i
             results[k] = p
         else:
             results[k] = np.ascontiguousarray(_check_array(k, v)[y0:y0 + h, x0:x0 + w])
+    settle_instances(results, keys, w, h)
     update_meta(results, image_shape=(h, w))
 
 
 def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine matrix to ``(..., 2)`` points."""
     return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+# Per-instance fields whose instance axis is not the only axis: only arrays of this rank are per instance
+# (a single-instance ``joints2d`` of shape (K, 3) has no instance axis to drop from).
+_INSTANCE_NDIM = {"joints2d": 3, "joints_vis": 2}
+
+
+def _box_area(b: np.ndarray) -> np.ndarray:
+    return np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+
+
+def settle_instances(results: dict[str, Any], keys: Iterable[str], w: int, h: int) -> None:
+    """After a geometric change to a ``w`` x ``h`` image: keep boxes, keypoints and per-box fields consistent.
+
+    Boxes are clipped to the image; a box left without width or height is dropped together with its row
+    of every per-instance field (``labels``, ``joints2d``, ``iscrowd``, ``areas``, ...); ``areas`` shrink with
+    the part of the box that was cut off. Keypoints off the image (outside ``[-0.5, w - 0.5) x [-0.5, h - 0.5)``:
+    pixel ``i`` spans ``[i - 0.5, i + 0.5)``) get visibility 0 (third column, and ``joints_vis``); their
+    coordinates are kept.
+    """
+    keys = list(keys)
+    for k in (k for k in BOX_KEYS if k in keys and results.get(k) is not None):
+        b = np.asarray(results[k], dtype=np.float32).reshape(-1, 4)
+        before = _box_area(b)
+        clipped = np.stack([np.clip(b[:, 0], 0, w), np.clip(b[:, 1], 0, h), np.clip(b[:, 2], 0, w),
+                            np.clip(b[:, 3], 0, h)], 1)
+        after = _box_area(clipped)
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        results[k] = clipped
+        if results.get("areas") is not None and len(results["areas"]) == len(b):
+            ratio = np.divide(after, before, out=np.ones_like(after), where=before > 0)
+            results["areas"] = (np.asarray(results["areas"], dtype=np.float32) * ratio).astype(np.float32)
+        if not keep.all():
+            _drop_rows(results, keep)
+    for k in (k for k in POINT_KEYS if k in keys and results.get(k) is not None):
+        p = np.asarray(results[k], dtype=np.float32)
+        outside = (p[..., 0] < -0.5) | (p[..., 0] >= w - 0.5) | (p[..., 1] < -0.5) | (p[..., 1] >= h - 0.5)
+        if p.shape[-1] >= 3 and outside.any():
+            p = p.copy()
+            p[..., 2][outside] = 0
+            results[k] = p
+        vis = results.get("joints_vis")
+        if vis is not None and np.shape(vis) == outside.shape and outside.any():
+            vis = np.array(vis, copy=True)
+            vis[outside] = 0
+            results["joints_vis"] = vis
+
+
+def _drop_rows(results: dict[str, Any], keep: np.ndarray) -> None:
+    """Keep the rows ``keep`` of every per-instance field that has one row per box."""
+    for k in INSTANCE_KEYS:
+        v = results.get(k)
+        if v is None or np.ndim(v) < 1 or len(v) != len(keep):
+            continue
+        if k in _INSTANCE_NDIM and np.ndim(v) != _INSTANCE_NDIM[k]:
+            continue
+        results[k] = np.asarray(v)[keep]

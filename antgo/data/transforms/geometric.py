@@ -9,7 +9,8 @@ import numpy as np
 
 from antgo.registry import TRANSFORMS
 from antgo.data.transforms._geometry import (BOX_KEYS, MASK_KEYS, POINT_KEYS, affine_points, as_wh, image_hw,
-                                             interp_code, resize_sample, spatial_keys, update_meta)
+                                             interp_code, resize_sample, settle_instances, spatial_keys,
+                                             update_meta)
 
 
 @TRANSFORMS.register_module()
@@ -19,7 +20,8 @@ class Rotation:
     ``degree`` may also be ``(low, high)``. Same canvas size, so corners are cut off and the
     uncovered area is filled: images bilinearly with ``border_value``, ``segments`` nearest with
     ``label_border_value`` (255 = void). Boxes become the box around their rotated corners, clipped
-    to the image; joints are rotated (they may leave the image). Positive angles turn counter-clockwise.
+    to the image (a box rotated off the image is dropped with its labels and other per-box fields);
+    joints are rotated, and those leaving the image get visibility 0. Positive angles turn counter-clockwise.
     """
 
     def __init__(self, degree: float | Sequence[float] = 30, prob: float = 0.5,
@@ -52,10 +54,7 @@ class Rotation:
                 b = np.asarray(v, dtype=np.float32).reshape(-1, 4)
                 corners = np.stack([b[:, [0, 1]], b[:, [2, 1]], b[:, [0, 3]], b[:, [2, 3]]], 1) - 0.5
                 rc = affine_points(corners, m) + 0.5  # boxes are continuous coords, m is in pixel centres
-                out = np.concatenate([rc.min(1), rc.max(1)], 1)
-                out[:, 0::2] = np.clip(out[:, 0::2], 0, W)
-                out[:, 1::2] = np.clip(out[:, 1::2], 0, H)
-                results[k] = out.astype(np.float32)
+                results[k] = np.concatenate([rc.min(1), rc.max(1)], 1).astype(np.float32)
             elif k in POINT_KEYS:
                 p = np.asarray(v, dtype=np.float32).copy()
                 p[..., :2] = affine_points(p[..., :2], m)
@@ -66,6 +65,7 @@ class Rotation:
             else:
                 results[k] = cv2.warpAffine(v, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                             borderValue=self._border()).reshape(v.shape)
+        settle_instances(results, keys, W, H)
         update_meta(results, rotation=angle)
         return results
 
@@ -75,7 +75,7 @@ class ResizeS:
     """Stretch to ``target_dim`` = ``(w, h)`` or an int (square), ignoring the aspect ratio.
 
     Images use ``interp`` (NEAREST, LINEAR, CUBIC, AREA, LANCZOS4 or RANDOM); ``segments`` nearest;
-    boxes and joints are scaled. ``image_meta.image_shape`` becomes ``(h, w)`` and
+    boxes, joints and ``areas`` are scaled. ``image_meta.image_shape`` becomes ``(h, w)`` and
     ``image_meta.scale_factor`` (w, h, w, h scales) is multiplied when ``image_meta`` is present.
     """
 
