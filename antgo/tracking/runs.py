@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 from antgo.config.secrets import MASK, is_secret_key, mask_secrets
 from antgo.tracking.lifecycle import close_orphaned_runs, owner_tags
 from antgo.tracking.store import PROJECT_ROOT, bound_http_retries, ensure_experiment, resolve_tracking_uri, run_url
-from antgo.tracking.transport import Op, Transport, undelivered_report
+from antgo.tracking.transport import Op, Transport, release_transport, transport_for, undelivered_report
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +92,6 @@ class TrackingContext:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrackingContext":
         return cls(**{k: data.get(k) for k in ("tracking_uri", "experiment_id", "parent_run_id", "spool")})
-
-
-# One transport per pipeline in this process: stage tasks build their own tracker from the context and share
-# its queue, its outage state and its record of what was not delivered.
-_TRANSPORTS: dict[str, Transport] = {}
-_TRANSPORTS_LOCK = threading.Lock()
-
-
-def _transport_for(ctx: TrackingContext) -> Transport:
-    key = ctx.parent_run_id or ctx.tracking_uri
-    with _TRANSPORTS_LOCK:
-        transport = _TRANSPORTS.get(key)
-        if transport is None:
-            transport = _TRANSPORTS[key] = Transport(ctx.tracking_uri, ctx.spool)
-        return transport
 
 
 def is_interrupt(exc: BaseException | str | None) -> bool:
@@ -199,7 +183,8 @@ class PipelineTracker:
 
     @property
     def transport(self) -> Transport:
-        return _transport_for(self.ctx)
+        """The pipeline's transport, shared by every tracker built from the same context in this process."""
+        return transport_for(self.ctx.parent_run_id or self.ctx.tracking_uri, self.ctx.tracking_uri, self.ctx.spool)
 
     @property
     def parent_run_id(self) -> str | None:
@@ -267,9 +252,7 @@ class PipelineTracker:
         """Drain the queue (bounded) and return one line per kind of call that was not delivered."""
         if not self.enabled:
             return []
-        key = self.ctx.parent_run_id or self.ctx.tracking_uri
-        with _TRANSPORTS_LOCK:
-            transport = _TRANSPORTS.pop(key, None)
+        transport = release_transport(self.ctx.parent_run_id or self.ctx.tracking_uri)
         return undelivered_report(transport.close(timeout)) if transport is not None else []
 
     # --- logging ------------------------------------------------------------------------------------------

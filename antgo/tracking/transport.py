@@ -10,6 +10,7 @@ that the pipeline prints as a warning.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import queue
@@ -170,6 +171,36 @@ class Transport:
             except queue.Full:
                 pass
         return list(self.undelivered)
+
+
+# One transport per pipeline in this process: the stage tasks build their own trackers from the pipeline's
+# context and share its queue, its outage state and its record of what was not delivered.
+_TRANSPORTS: dict[str, Transport] = {}
+_TRANSPORTS_LOCK = threading.Lock()
+
+
+def transport_for(key: str, tracking_uri: str, spool: str | Path | None = None) -> Transport:
+    """The transport registered under ``key`` (the pipeline's parent run id), created on first use."""
+    with _TRANSPORTS_LOCK:
+        transport = _TRANSPORTS.get(key)
+        if transport is None:
+            transport = _TRANSPORTS[key] = Transport(tracking_uri, spool)
+        return transport
+
+
+def release_transport(key: str) -> Transport | None:
+    """Forget the transport of ``key`` (the caller closes it)."""
+    with _TRANSPORTS_LOCK:
+        return _TRANSPORTS.pop(key, None)
+
+
+@atexit.register
+def _drain_at_exit(timeout: float = 10.0) -> None:
+    """A process that logged without closing its tracker (a launched rank-0 trainer) still sends its queue."""
+    with _TRANSPORTS_LOCK:
+        transports = list(_TRANSPORTS.values())
+    for transport in transports:
+        transport.flush(timeout)
 
 
 def undelivered_report(entries: list[dict[str, Any]]) -> list[str]:

@@ -65,15 +65,6 @@ def _server_of(env: dict[str, str], proc: subprocess.Popen) -> int:
     return server
 
 
-def _pipeline_runs(mlflow_store: Any, experiment: str) -> list[Any]:
-    client = mlflow_store.client()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], filter_string="tags.`antgo.pipeline` = 'true'",
-                              order_by=["attributes.start_time ASC"])
-
-
 def _children(mlflow_store: Any, parent: Any) -> dict[str, Any]:
     runs = mlflow_store.client().search_runs([parent.info.experiment_id],
                                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -94,13 +85,13 @@ def test_killed_flows_leave_no_server_and_no_running_mlflow_runs(tmp_path, flow_
     first.kill()
     first.wait(timeout=30)
     wait_for("server exit after kill -9", lambda: not process_alive(first_server), 15)
-    (killed,) = _pipeline_runs(mlflow_store, experiment)
+    (killed,) = mlflow_store.pipeline_runs(experiment)
     assert killed.info.status == "RUNNING"
 
     # 2. the resume's start marks them KILLED, with the reason, before it trains
     second, log = _start_flow(processes, env, tmp_path, config, uri, experiment, "--resume", "latest")
     resumed = wait_for("the resume's train run", lambda: [
-        r for r in _pipeline_runs(mlflow_store, experiment)[1:] if "train" in _children(mlflow_store, r)], 180,
+        r for r in mlflow_store.pipeline_runs(experiment)[1:] if "train" in _children(mlflow_store, r)], 180,
         second, log)[0]
     old = mlflow_store.client().get_run(killed.info.run_id)
     assert old.info.status == "KILLED" and "ended without closing this run" in old.data.tags["error"]
