@@ -34,7 +34,9 @@ def antgo_warnings(caplog: pytest.LogCaptureFixture) -> Any:
     logger.addHandler(caplog.handler)
     caplog.handler.setLevel(logging.WARNING)
     try:
-        yield lambda: [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        # a record may reach the handler twice (here and through the root logger when antgo propagates)
+        yield lambda: [r.getMessage() for r in {id(r): r for r in caplog.records}.values()
+                       if r.levelno >= logging.WARNING]
     finally:
         logger.removeHandler(caplog.handler)
 
