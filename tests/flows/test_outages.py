@@ -102,7 +102,7 @@ def test_server_killed_mid_training_neither_stops_nor_stalls_it(prefect_api, tmp
                                                                doomed_mlflow_server, monkeypatch, antgo_warnings):
     from antgo.tracking.hooks import MlflowLoggerHook
     from antgo.tracking.transport import SPOOL_NAME
-    from flows.train_flow import antgo
+    from flows.train_flow import antgo, format_summary
 
     uri, server = doomed_mlflow_server
     killed_at: list[float] = []
@@ -133,3 +133,6 @@ def test_server_killed_mid_training_neither_stops_nor_stalls_it(prefect_api, tmp
     assert loss_steps == [3, 4, 5, 6]  # the iterations of epochs 2-3, kept for a later upload
     assert json.loads((run_dir / "summary.json").read_text())["tracking_undelivered"] == summary["tracking_undelivered"]
     assert (run_dir / "output" / "latest.pth").is_file() and Path(summary["onnx_path"]).is_file()
+    report = format_summary(summary)  # what the script prints at the end
+    assert f"WARNING: MLflow did not receive (kept in {run_dir / SPOOL_NAME}):" in report
+    assert summary["tracking_undelivered"][0] in report
