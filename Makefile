@@ -45,8 +45,10 @@ ui: $(STAMP)
 
 # Two terminals: `make prefect-server`, then `make serve`; then
 # `prefect deployment run antgo/full-pipeline [--param config=...]` (see docs/deployment.md).
+# PREFECT_SERVER_UI_API_URL: the UI's API address does not follow --port by itself (it stays at 4200).
 prefect-server: $(STAMP)
-	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_SERVER_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+	  $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 serve: $(STAMP)
 	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(PY) flows/train_flow.py --serve

@@ -1,4 +1,4 @@
-"""Command line: ``python -m antgo train|test|export|verify CONFIG [options]``.
+"""Command line: ``python -m antgo train|test|export|verify CONFIG [options]``, ``antgo predict`` and ``antgo list``.
 
 Exit codes: 0 success, 1 a failed run (the error is printed on stderr), 2 a usage error.
 """
@@ -21,6 +21,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override config keys, e.g. optimizer.lr=0.01 data.train_dataloader.samples_per_gpu=8")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="allow checkpoints that need arbitrary unpickling (can run code: trusted files only; "
+                             "same as ANTGO_UNSAFE_LOAD=1)")
 
 
 def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +34,15 @@ def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="antgo", description="Config-driven training, testing, ONNX export "
                                                                "and onnxruntime parity checks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,test,export,verify}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,test,export,verify,predict,list}")
     train = sub.add_parser("train", help="train a model")
     _common(train)
     train.add_argument("--resume-from", default=None, help="checkpoint to resume (model, optimizer, epoch, RNG)")
     train.add_argument("--load-from", default=None, help="checkpoint to take initial weights from")
     train.add_argument("--max-epochs", type=int, default=None, help="default: the config's max_epochs")
+    train.add_argument("--max-iters", type=int, default=None,
+                       help="iteration-based training for N iterations (instead of epochs)")
     train.add_argument("--seed", type=int, default=None, help="default: the config's seed, else 0")
     train.add_argument("--no-validate", action="store_true", help="skip validation during training")
     test = sub.add_parser("test", help="evaluate a checkpoint on data.test")
@@ -54,40 +60,71 @@ def build_parser() -> argparse.ArgumentParser:
     _checkpoint_arg(verify)
     verify.add_argument("--onnx", default=None, help="an exported ONNX file to check instead of exporting")
     verify.add_argument("--num-samples", type=int, default=None, help="validation samples to compare")
+    _predict_parser(sub)
+    _list_parser(sub)
     return parser
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from antgo.config import Config
+def _predict_parser(sub: Any) -> None:
+    predict = sub.add_parser("predict", help="predict an image, a folder or a video: overlays + predictions.json",
+                             usage="antgo predict [CONFIG --checkpoint X | --onnx Y] SOURCE [--out-dir D]")
+    predict.add_argument("paths", nargs="+", metavar="[CONFIG] SOURCE",
+                         help="with --checkpoint: the config file, then the source; with --onnx: the source only")
+    group = predict.add_mutually_exclusive_group(required=True)
+    group.add_argument("--checkpoint", help="a checkpoint (best.pth or best_weights.pth) of CONFIG's model")
+    group.add_argument("--onnx", help="an ONNX file exported by antgo (needs no config and no torch)")
+    predict.add_argument("--out-dir", default="./predictions", help="folder for overlays and predictions.json")
+    predict.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
+    predict.add_argument("--device", default=None, help="with --checkpoint: cpu, cuda or cuda:N")
+    predict.add_argument("--max-frames", type=int, default=None, help="videos: stop after this many frames")
+    predict.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
 
-    cfg = Config.fromfile(args.config, cfg_options=args.cfg_options)
+
+def _list_parser(sub: Any) -> None:
+    from antgo.catalog import KINDS
+
+    listing = sub.add_parser("list", help="list the built-in models, transforms, datasets, metrics and hooks")
+    listing.add_argument("kind", nargs="?", choices=[*KINDS, "all"], default="all")
+    listing.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from antgo.config import load_config
+
+    if getattr(args, "unsafe_load", False):
+        from antgo.engine.checkpoint import UNSAFE_LOAD_ENV
+
+        os.environ[UNSAFE_LOAD_ENV] = "1"
+    cfg = load_config(args.config, cfg_options=args.cfg_options)
     if args.cfg_options:
         logger.info("config overrides: %s", " ".join(args.cfg_options))
     return cfg
 
 
 def find_checkpoint(explicit: str | None, cfg: Any, work_dir: str) -> str:
-    """``--checkpoint``, else the config's ``checkpoint``, else ``work_dir``'s best.pth / latest.pth."""
-    if explicit:
-        return explicit
-    if cfg.get("checkpoint"):
-        return str(cfg["checkpoint"])
-    for name in ("best.pth", "latest.pth"):
-        path = os.path.join(work_dir, name)
-        if os.path.isfile(path):
-            logger.info("using checkpoint %s", path)
-            return path
-    raise FileNotFoundError(f"no checkpoint: pass --checkpoint PATH, set checkpoint='…' in the config, or train "
-                            f"into --work-dir {work_dir} first (looked for best.pth and latest.pth there)")
+    """``--checkpoint``, else the config's ``checkpoint``, else what training into ``work_dir`` wrote
+    (best.pth, then latest.pth, in the config's out_dirs): the rule the flow uses too."""
+    from antgo.engine.loading import find_checkpoint as find
+
+    return find(work_dir, cfg, explicit)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from antgo.engine import Trainer
+    from contextlib import nullcontext
 
-    trainer = Trainer(_load(args), work_dir=args.work_dir, device=args.device, seed=args.seed)
-    trainer.config_dataloader(with_validate=not args.no_validate)
-    trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
-    result = trainer.start_train(max_epochs=args.max_epochs)
+    from antgo.engine import Trainer
+    from antgo.engine.runlock import RunLock
+
+    # refuse a folder in use at once, before data and model are built (the Trainer takes the same lock again)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(args.work_dir) if rank0 else nullcontext():
+        cfg = _load(args)
+        if args.load_from:  # recorded in the dumped config.py, like --seed and --max-epochs
+            cfg["load_from"] = args.load_from
+        trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed)
+        trainer.config_dataloader(with_validate=not args.no_validate)
+        trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
+        result = trainer.start_train(max_epochs=args.max_epochs, max_iters=args.max_iters)
     logger.info("outputs in %s: latest %s, best %s (%s=%s)", trainer.work_dir, result["latest_checkpoint"],
                 result["best_checkpoint"], result["best_metric"], result["best_score"])
     return 0
@@ -132,7 +169,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "test": cmd_test, "export": cmd_export, "verify": cmd_verify}
+def cmd_predict(args: argparse.Namespace) -> int:
+    from antgo.predict.runner import run_predict
+
+    if args.onnx:
+        if len(args.paths) != 1:
+            raise ValueError(f"antgo predict --onnx takes one SOURCE (the file describes itself), got {args.paths}")
+        from antgo.predict.runner import OnnxModel
+
+        model: Any = OnnxModel(args.onnx)
+    else:
+        if len(args.paths) != 2:
+            raise ValueError(f"antgo predict --checkpoint takes CONFIG SOURCE, got {args.paths}")
+        from antgo.predict.runner import CheckpointModel
+
+        model = CheckpointModel(_load(argparse.Namespace(config=args.paths[0], cfg_options=args.cfg_options)),
+                                args.checkpoint, device=args.device)
+    records = run_predict(model, args.paths[-1], args.out_dir, max_frames=args.max_frames)
+    logger.info("%d prediction(s) written to %s", len(records), os.path.abspath(args.out_dir))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from antgo.catalog import format_catalog
+
+    print(format_catalog(None if args.kind == "all" else args.kind))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "test": cmd_test, "export": cmd_export, "verify": cmd_verify,
+            "predict": cmd_predict, "list": cmd_list}
 
 
 def _describe(exc: BaseException) -> str:
@@ -146,10 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before torch loads OpenMP: sleeping (not spinning) idle threads keep a run from collapsing when other
     # processes share the cores (measured: 6 s/iter instead of 1 s/iter with two trainings on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from antgo.engine.logging import setup_console_logging
+    from antgo.console import setup_console_logging  # torch-free: `predict --onnx` must not load torch
 
     args = build_parser().parse_args(argv)  # exits with 2 on a usage error
     setup_console_logging(logging.DEBUG if args.debug else logging.INFO)
+    unsafe_before = os.environ.get("ANTGO_UNSAFE_LOAD")
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -160,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(_describe(exc), file=sys.stderr)
         return 1
+    finally:  # --unsafe-load allows it for this command only (main() may be called again in-process)
+        if unsafe_before is None:
+            os.environ.pop("ANTGO_UNSAFE_LOAD", None)
+        else:
+            os.environ["ANTGO_UNSAFE_LOAD"] = unsafe_before
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,6 +77,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += [f"- config: `{summary.get('config')}`", f"- run folder: `{summary.get('run_dir')}`"]
     if summary.get("mlflow_url"):
         lines.append(f"- MLflow run: [{summary.get('mlflow_run_id')}]({summary['mlflow_url']})")
+    if summary.get("mlflow_experiment_url"):
+        lines.append(f"- MLflow experiment (all runs): {summary['mlflow_experiment_url']}")
     if summary.get("error"):
         lines += ["", f"**Failed in stage `{summary.get('failed_stage')}`:** `{summary['error']}`"]
     metrics = {**{f"val best {summary.get('best_metric') or ''}".strip(): summary.get("best_score")},
@@ -94,12 +96,19 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if model.get("version"):
         alias = summary.get("alias_set")
         lines += ["", f"Registered model `{model.get('name')}` version {model['version']}"
-                      + (f", alias `{alias}`" if alias else " (no alias: not verified)")]
+                      + (f", alias `{alias}`" if alias else _no_alias(summary))]
     if summary.get("onnx_path"):
         lines.append(f"- ONNX: `{summary['onnx_path']}`")
     if summary.get("best_checkpoint"):
         lines.append(f"- best checkpoint: `{summary['best_checkpoint']}`")
     return "\n".join(lines) + "\n"
+
+
+def _no_alias(summary: dict[str, Any]) -> str:
+    champion = summary.get("champion_version")
+    if champion:
+        return f" (the alias stays on version {champion}: it scores better)"
+    return " (no alias: not verified)"
 
 
 def publish_summary(summary: dict[str, Any]) -> None:
@@ -116,14 +125,19 @@ def publish_summary(summary: dict[str, Any]) -> None:
         logger.exception("could not create the summary artifact")
 
 
-def publish_mlflow_link(url: str | None, run_id: str | None) -> None:
-    """A link artifact on the flow run that opens the MLflow parent run."""
+def publish_mlflow_link(url: str | None, run_id: str | None, tracking_uri: str | None = None) -> None:
+    """A link artifact on the flow run that opens the MLflow parent run (the tracking server's own address;
+    for a local SQLite store the description says how to start the UI the link opens)."""
     if not url or not in_prefect_run():
         return
     from prefect.artifacts import create_link_artifact
 
+    from antgo.tracking.store import browse_hint
+
+    description = "The MLflow parent run of this pipeline (hyperparameters, metrics, artifacts)."
+    if tracking_uri:
+        description += f" To view it: {browse_hint(tracking_uri)}."
     try:
-        create_link_artifact(url, link_text=f"MLflow run {run_id}", key="mlflow-run",
-                             description="The MLflow parent run of this pipeline (params, metrics, artifacts)")
+        create_link_artifact(url, link_text=f"MLflow run {run_id}", key="mlflow-run", description=description)
     except Exception:
         logger.exception("could not create the MLflow link artifact")

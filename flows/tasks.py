@@ -30,9 +30,9 @@ def _tracker(tracking: dict[str, Any]) -> PipelineTracker:
 
 
 def _load(config_path: str) -> Any:
-    from antgo.config import Config
+    from antgo.config import load_config
 
-    return Config.fromfile(config_path)
+    return load_config(config_path)
 
 
 def set_loader_context(cfg: Any, context: str | None) -> None:
@@ -73,16 +73,19 @@ def ensure_demo_data(cfg: Any, config_path: str | os.PathLike) -> list[str]:
 def parse_config(config: str, cfg_options: list[str] | None, run_dir: str, tracking: dict[str, Any],
                  loader_context: str | None = "fork") -> dict[str, Any]:
     """Load and override the config, dump the resolved file into ``run_dir`` and log it (params + file)."""
-    from antgo.config import Config
+    from antgo.config import load_config
 
     tracker = _tracker(tracking)
     with tracker.stage("parse_config") as run:
-        cfg = Config.fromfile(config, cfg_options=cfg_options or None)
+        cfg = load_config(config, cfg_options=cfg_options or None)
         set_loader_context(cfg, loader_context)
         generated = ensure_demo_data(cfg, config)
         dumped = cfg.dump(str(Path(run_dir) / "config.py"))
         cfg_hash = file_sha256(dumped)
-        run.log_params(cfg.flatten())
+        from antgo.config.secrets import mask_secrets
+
+        # the hyperparameters go on the parent run: the runs table and Compare page work per pipeline
+        tracker.log_params(tracker.parent_run_id, mask_secrets(cfg.flatten()))
         run.log_artifact(dumped, "config")
         run.set_tags({"antgo.config_hash": cfg_hash})
         tracker.set_tags(tracker.parent_run_id, {"antgo.config_hash": cfg_hash})
@@ -129,6 +132,10 @@ def build_dataloaders(config_path: str, run_dir: str, tracking: dict[str, Any],
         if not sizes.get("train"):
             raise ValueError(f"data.train in {config_path} has no samples; check data.train.dir")
         run.log_metrics({f"samples/{k}": v for k, v in sizes.items()})
+        from antgo.tracking.inputs import log_datasets
+
+        tracker.guarded(tracker.parent_run_id, "log_inputs (datasets)",  # skipped while MLflow is unreachable
+                        lambda: log_datasets(tracker.client, tracker.parent_run_id, readers, cfg.get("data")))
         num_classes = _num_classes(cfg)
         hist = class_pixel_histogram(readers["train"].dataset, num_classes, max_samples=histogram_max_samples)
         hist["class_names"] = _class_names(readers["train"].dataset, len(hist["counts"]))
@@ -152,10 +159,14 @@ def _class_names(dataset: Any, n: int) -> list[str]:
     return [str(names[i]) if i < len(names) else str(i) for i in range(n)]
 
 
-def _resume_checkpoint(run_dir: str) -> str | None:
-    """``latest.pth`` of a run folder (directly inside, or in ``checkpoint_config.out_dir`` below it)."""
-    found = sorted(Path(run_dir).rglob("latest.pth"), key=lambda p: (len(p.parts), str(p)))
-    return str(found[0]) if found else None
+def _resume_checkpoint(run_dir: str, cfg: Any = None) -> str | None:
+    """``latest.pth`` of a run folder, found by the CLI's rule (``checkpoint_config.out_dir``, then the folder)."""
+    from antgo.engine.loading import find_checkpoint
+
+    try:
+        return find_checkpoint(run_dir, cfg, names=("latest.pth",), use_config=False)
+    except FileNotFoundError:
+        return None
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -164,6 +175,7 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
     """``Trainer.start_train`` with MLflow (batched per-iteration metrics) and Prefect progress hooks."""
     from antgo.engine import Trainer
     from antgo.tracking.hooks import MlflowLoggerHook
+    from antgo.tracking.plots import log_history_plots
 
     from flows.report import PrefectProgressHook
 
@@ -171,15 +183,18 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
     with tracker.stage("train") as run:
         trainer = Trainer(config_path, work_dir=run_dir, device=device)
         trainer.config_dataloader(with_validate=True)
-        resume_from = _resume_checkpoint(run_dir) if resume else None
+        resume_from = _resume_checkpoint(run_dir, trainer.cfg) if resume else None
         if resume_from:
             logger.info("resuming from %s", resume_from)
         trainer.config_model(resume_from=resume_from)
         mlflow_hook = MlflowLoggerHook(tracker, run.run_id, flush_every=flush_every)
         trainer.register_hook(mlflow_hook)
         trainer.register_hook(PrefectProgressHook())
+        from antgo.tracking.system import system_metrics
+
         try:
-            result = trainer.start_train(max_epochs=max_epochs)
+            with system_metrics(tracker.ctx.tracking_uri, tracker.parent_run_id if tracker.enabled else None):
+                result = trainer.start_train(max_epochs=max_epochs)
         except BaseException:
             _log_train_files(run, run_dir, None, failing=True)  # the log says why: keep it with the FAILED run
             raise
@@ -191,8 +206,13 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
         summary["checkpoint"] = str(best)
         run.log_metrics({"epochs": summary["epochs"], "iters": summary["iters"]}, step=int(result.get("iters") or 0))
         if summary["best_score"] is not None:
-            run.log_metrics({f"best/{summary['best_metric'] or 'score'}": summary["best_score"]})
+            best_metric = {f"best/{summary['best_metric'] or 'score'}": summary["best_score"]}
+            run.log_metrics(best_metric)
+            tracker.log_metrics(tracker.parent_run_id, {**best_metric, "epochs": result.get("epochs_run") or 0})
         run.log_artifact(best, "checkpoints")
+        if result.get("best_weights"):
+            run.log_artifact(result["best_weights"], "checkpoints")
+        log_history_plots(run, run_dir, result.get("history") or [])
         _log_train_files(run, run_dir, result.get("best_checkpoint"))
         if result.get("history") is not None:
             run.log_dict(result["history"], "train/history.json")
@@ -223,17 +243,17 @@ def _log_train_files(run: Any, run_dir: str, best_checkpoint: str | None, failin
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, Any], num_vis: int = 4,
              device: str | None = None) -> dict[str, Any]:
-    """``Tester.evaluate`` of ``checkpoint`` on the test split; logs metrics, confusion matrix, overlays."""
+    """``Tester.evaluate`` of ``checkpoint`` on the test split; logs metrics, confusion matrix, per-class bars
+    and ``num_vis`` prediction overlays (image | ground truth | prediction, with a colour legend)."""
     from antgo.engine import Tester
-    from antgo.tracking.plots import find_confusion_matrix, plot_confusion_matrix
+    from antgo.tracking.plots import find_confusion_matrix, log_per_class_plot, plot_confusion_matrix
 
     tracker = _tracker(tracking)
     with tracker.stage("evaluate") as run:
         out_dir = Path(run_dir) / "test"
         tester = Tester(config_path, run_dir, **({"device": device} if device else {}))
         tester.config_model(checkpoint=checkpoint)
-        metrics = tester.evaluate(json_file=str(out_dir / "metrics.json"), vis_dir=str(out_dir / "vis"),
-                                  num_vis=num_vis)
+        metrics = tester.evaluate(json_file=str(out_dir / "metrics.json"))
         metrics = {k: float(v) for k, v in (metrics or {}).items() if is_number(v)}
         run.log_metrics({f"test/{k}": v for k, v in metrics.items()})
         tracker.log_metrics(tracker.parent_run_id, {f"test/{k}": v for k, v in metrics.items()})
@@ -244,12 +264,24 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
             plots.append(str(plot_confusion_matrix(cm, out_dir / "confusion_matrix.png", names)))
             run.log_artifact(plots[-1], "plots")
             run.log_dict({"confusion_matrix": cm.tolist(), "class_names": names}, "plots/confusion_matrix.json")
-        vis_files = [str(f) for f in (getattr(tester, "vis_files", None) or [])]
+        plots += log_per_class_plot(run, metrics, out_dir)
+        vis_files = _overlays(config_path, checkpoint, tester, num_vis, out_dir / "vis", device)
         for f in vis_files:
             run.log_artifact(f, "predictions")
         if (out_dir / "metrics.json").is_file():
             run.log_artifact(out_dir / "metrics.json", "metrics")
     return {"metrics": metrics, "plots": plots, "vis_files": vis_files}
+
+
+def _overlays(config_path: str, checkpoint: str, tester: Any, num_vis: int, vis_dir: Path,
+              device: str | None) -> list[str]:
+    """The first ``num_vis`` test samples through the same predictor as ``antgo predict``."""
+    if num_vis <= 0 or getattr(tester, "reader", None) is None:
+        return []
+    from antgo.predict.runner import CheckpointModel, overlay_samples
+
+    model = CheckpointModel(config_path, checkpoint, device=device)
+    return overlay_samples(model, tester.reader.dataset, num_vis, vis_dir)
 
 
 @task(name="export", cache_policy=NO_CACHE)
@@ -281,12 +313,16 @@ def export(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, 
 @task(name="verify", cache_policy=NO_CACHE)
 def verify(config_path: str, run_dir: str, onnx_path: str, checkpoint: str, tracking: dict[str, Any],
            model_name: str | None = None, model_version: str | None = None, alias: str | None = "champion",
-           thresholds: dict[str, float] | None = None, num_samples: int | None = None) -> dict[str, Any]:
-    """onnxruntime vs torch parity; log the report; only a passing version gets ``alias``."""
+           thresholds: dict[str, float] | None = None, num_samples: int | None = None,
+           test_metrics: dict[str, float] | None = None, config_hash: str | None = None,
+           score_metric: str | None = None) -> dict[str, Any]:
+    """onnxruntime vs torch parity; log the report; tag the version with its test metrics and parity numbers;
+    ``alias`` goes to the best verified version by ``score_metric`` (the config's save_best and rule)."""
     from antgo.engine import ParityError, verify_parity
-    from antgo.tracking.registry import set_version_alias, tag_version
+    from antgo.tracking.registry import choose_champion, set_version_alias, tag_version, version_tags
 
     tracker = _tracker(tracking)
+    rule = _score_rule(config_path, score_metric)
     with tracker.stage("verify") as run:
         try:
             report = verify_parity(config_path, onnx_path, checkpoint, work_dir=run_dir,
@@ -302,12 +338,35 @@ def verify(config_path: str, run_dir: str, onnx_path: str, checkpoint: str, trac
             raise
         report = dict(report or {})
         _log_parity(tracker, run, report, passed)
-        tracker.guarded(run.run_id, f"tag {model_name} v{model_version} parity=passed",
-                        lambda: tag_version(tracker, model_name, model_version, {"parity": "passed"}))
-        if alias and model_name and model_version:
-            tracker.guarded(run.run_id, f"set alias @{alias}",
-                            lambda: set_version_alias(tracker, model_name, model_version, alias))
-    return {"report": report, "passed": passed, "alias": alias if model_version else None}
+        tags = version_tags(test_metrics or {}, parity_numbers(report), config_hash, score_metric, rule)
+
+        def register() -> str | None:
+            tag_version(tracker, model_name, model_version, {**tags, "parity": "passed"})
+            champion = None
+            if alias and model_name and model_version:
+                champion = choose_champion(tracker, model_name, score_metric, rule, alias) if score_metric else None
+                if champion is None:  # nothing to rank by: the verified version takes the alias
+                    set_version_alias(tracker, model_name, model_version, alias)
+                    champion = model_version
+            return champion
+
+        # None while MLflow is unreachable: the verdict is in the run folder, the registry is left as it was
+        champion = tracker.guarded(run.run_id, f"tag {model_name} v{model_version}, choose @{alias}", register)
+    return {"report": report, "passed": passed, "champion": champion,
+            "alias": alias if model_version and champion == model_version else None}
+
+
+def _score_rule(config_path: str, metric: str | None) -> str:
+    """``evaluation.rule``, else what the metric's name says (as the evaluation hook decides)."""
+    from antgo.engine.hooks.eval import infer_rule
+
+    rule = (_load(config_path).get("evaluation") or {}).get("rule")
+    if rule or not metric:
+        return rule or "greater"
+    try:
+        return infer_rule(metric)
+    except ValueError:
+        return "greater"
 
 
 def parity_numbers(report: dict[str, Any]) -> dict[str, float]:

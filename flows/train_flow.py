@@ -39,9 +39,11 @@ import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect
 
 from prefect import flow  # noqa: E402
 
+from antgo.engine.runlock import RunLock  # noqa: E402
+from antgo.fileio import atomic_write_text  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text, is_interrupt  # noqa: E402
-from antgo.tracking.store import (TrackingUnavailableError, check_reachable, default_store_dir,  # noqa: E402
-                                  resolve_tracking_uri, sqlite_uri, ui_command)
+from antgo.tracking.store import (TrackingUnavailableError, browse_hint, check_reachable,  # noqa: E402
+                                  resolve_tracking_uri)
 from antgo.tracking.transport import SPOOL_NAME  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.server import api_url_configured, temporary_server  # noqa: E402
@@ -124,7 +126,7 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
     """Run every stage of the pipeline; returns the summary (metrics, parity, paths, MLflow ids).
 
     ``max_epochs`` None = the config's ``max_epochs``; ``parity_thresholds`` override the config's;
-    ``alias`` is set on the registered version only when parity passes; ``loader_context`` is the
+    ``alias`` goes to the best registered version that passed parity (by the ``save_best`` metric); ``loader_context`` is the
     DataLoader workers' multiprocessing context (fork avoids re-importing this module per worker);
     ``tracking``: required / optional / off (None: ``$ANTGO_TRACKING``, the config's ``mlflow.tracking``).
     """
@@ -158,13 +160,19 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
     reachable = check_tracking(mode, uri)  # before the run folder: an unreachable required store leaves nothing
     flow_run_id, flow_run_name = _flow_run()
     run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)
-    tracker = open_tracker(mode, reachable, uri, experiment or config_path.stem, run_dir, tags={
-        "prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
-        "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+    run_lock = RunLock(run_dir, purpose="flow").acquire()  # the Trainer's lock: a folder in use is refused
+    try:
+        tracker = open_tracker(mode, reachable, uri, experiment or config_path.stem, run_dir, tags={
+            "prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
+            "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+    except BaseException:
+        run_lock.release()
+        raise
     summary: dict[str, Any] = {
         "status": "Running", "config": str(config_path), "run_dir": str(run_dir),
         "tracking_uri": tracker.ctx.tracking_uri, "experiment_id": tracker.ctx.experiment_id,
-        "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(), "flow_run_id": flow_run_id,
+        "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(),
+        "mlflow_experiment_url": tracker.experiment_url(), "flow_run_id": flow_run_id,
         "tracking": mode if tracker.enabled else f"{mode}: not used"}
     logger.info("pipeline run folder: %s", run_dir)
     track = tracker.ctx.to_dict()
@@ -174,7 +182,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
             "pipeline.config": str(config_path), "pipeline.cfg_options": cfg_options or [],
             "pipeline.max_epochs": max_epochs, "pipeline.device": device, "pipeline.resume": resume,
             "pipeline.parity_thresholds": parity_thresholds, "pipeline.num_vis": num_vis})
-        publish_mlflow_link(tracker.url(), tracker.parent_run_id)
+        publish_mlflow_link(tracker.url(), tracker.parent_run_id, tracker.ctx.tracking_uri)
         stage = "parse_config"
         parsed = tasks.parse_config(str(config_path), cfg_options, str(run_dir), track, loader_context)
         cfg_path = parsed["config_path"]
@@ -198,14 +206,18 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         stage = "verify"
         verified = tasks.verify(cfg_path, str(run_dir), exported["onnx_path"], trained["checkpoint"], track,
                                 model_name=exported.get("name"), model_version=exported.get("version"),
-                                alias=alias, thresholds=parity_thresholds, num_samples=parity_samples)
-        summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"])
+                                alias=alias, thresholds=parity_thresholds, num_samples=parity_samples,
+                                test_metrics=evaluated["metrics"], config_hash=parsed["config_hash"],
+                                score_metric=trained["best_metric"])
+        summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"],
+                       champion_version=verified["champion"])
     except BaseException as exc:
         summary.update(status="Failed", failed_stage=stage, error=error_text(exc))
         report = getattr(exc, "report", None)
         if stage == "verify" and isinstance(report, dict):
             summary["parity"] = _parity_summary(report, False)
         _finish(tracker, summary, exc)
+        run_lock.release()
         try:
             exc.antgo_summary = summary  # the CLI prints where things are even after a failure
         except AttributeError:
@@ -213,6 +225,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         raise
     summary["status"] = "Completed"
     _finish(tracker, summary, None)
+    run_lock.release()
     return summary
 
 
@@ -231,7 +244,7 @@ def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseExceptio
     """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
     try:
         _keep_previous_summary(Path(summary["run_dir"]), summary.get("flow_run_id"))
-        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
         logger.exception("could not write the run summary")
@@ -271,7 +284,7 @@ def _report_undelivered(tracker: PipelineTracker, summary: dict[str, Any], exc: 
     logger.warning("MLflow at %s did not receive everything (kept in %s):\n  %s", tracker.ctx.tracking_uri,
                    tracker.ctx.spool, "\n  ".join(lines))
     try:
-        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
     except OSError:
         logger.exception("could not write the run summary")
 
@@ -298,7 +311,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if model.get("version"):
         alias = summary.get("alias_set")
         lines.append(f"  registered model: {model.get('name')} v{model['version']}"
-                     + (f" (alias @{alias})" if alias else " (no alias)"))
+                     + (f" (alias @{alias})" if alias else f" (no alias; champion v{summary['champion_version']})"
+                        if summary.get("champion_version") else " (no alias)"))
     if summary.get("tracking_undelivered"):
         lines.append(f"  WARNING: MLflow did not receive (kept in {Path(summary['run_dir']) / SPOOL_NAME}):")
         lines += [f"    {line}" for line in summary["tracking_undelivered"]]
@@ -309,10 +323,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
     uri = summary.get("tracking_uri") or resolve_tracking_uri()
     lines.append(f"  MLflow run: {summary.get('mlflow_url')}")
-    if uri == sqlite_uri(default_store_dir() / "mlflow.db"):
-        lines.append(f"  browse: make ui   (= {ui_command(uri)})")
-    else:
-        lines.append(f"  browse: {ui_command(uri)}")
+    if summary.get("mlflow_experiment_url"):
+        lines.append(f"  MLflow experiment: {summary['mlflow_experiment_url']}")
+    lines.append(f"  browse: {browse_hint(uri)}")
     return "\n".join(lines)
 
 

@@ -8,11 +8,14 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
+from antgo.fileio import atomic_write_text
+
 from .configdict import ConfigDict, ConfigError, missing_key_hint, to_plain
 from .formatting import flatten, format_config
 from .loader import import_custom_modules as _import_custom_modules
-from .loader import load_file, strip_delete_keys
+from .loader import check_top_level_keys, load_file, strip_delete_keys
 from .overrides import apply_overrides, parse_cfg_options
+from .secrets import mask_secrets
 
 logger = logging.getLogger("antgo.config")
 
@@ -152,15 +155,19 @@ class Config(MutableMapping):
         """The current config (overrides included) as Python source that ``Config.fromfile`` reads back."""
         return format_config(self._cfg_dict)
 
-    def dump(self, path: str | os.PathLike) -> str:
-        """Write ``pretty_text`` to ``path`` (a .py file; parent folders are created). Returns the path."""
+    def masked_text(self) -> str:
+        """``pretty_text`` with the values of secret-looking keys (token, password, ...) replaced by
+        ``antgo.config.secrets.MASK``: the form in which a config leaves the process (dumped file, checkpoint)."""
+        return format_config(mask_secrets(self._cfg_dict))
+
+    def dump(self, path: str | os.PathLike, mask: bool = True) -> str:
+        """Write the config as Python to ``path`` (a .py file; parent folders are created), atomically;
+        secret values are masked unless ``mask=False``. Returns the path."""
         path = os.fspath(path)
         if not path.endswith(".py"):
             raise ConfigError(f"cannot dump config to {path}: the file name must end in .py")
-        text = self.pretty_text
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        text = self.masked_text() if mask else self.pretty_text
+        atomic_write_text(path, text)  # a reader never sees half a config
         logger.debug("config written to %s", path)
         return path
 
@@ -196,6 +203,26 @@ class Config(MutableMapping):
 
     def _missing_message(self, key: str) -> str:
         return f"{self._where()} has no top-level key '{key}'.{missing_key_hint(key, self._cfg_dict.keys())}"
+
+
+def load_config(cfg: "Config | Mapping[str, Any] | str | os.PathLike", cfg_options: CfgOptions = None) -> Config:
+    """The one way to get a validated ``Config``: from a ``.py`` file (``Config.fromfile``), a dict or a
+    ``Config``; ``cfg_options`` applied; ``custom_imports`` imported and top-level keys checked in every case
+    (a dict never went through ``fromfile``)."""
+    if isinstance(cfg, (str, os.PathLike)):
+        return Config.fromfile(cfg, cfg_options=cfg_options)
+    if not isinstance(cfg, Config):
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"a config must be a Config, a dict or a path to a .py config file, got "
+                              f"{type(cfg).__name__}")
+        cfg = Config(strip_delete_keys(dict(cfg)))
+        declared = cfg.get("custom_keys") or []
+        check_top_level_keys(list(cfg.keys()), None, set([declared] if isinstance(declared, str) else declared))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if "custom_imports" in cfg:  # importing twice is free; a dict or a Config() has not been through fromfile
+        _import_custom_modules(cfg["custom_imports"], cfg.filename)
+    return cfg
 
 
 def _in_range(part: str, length: int) -> bool:

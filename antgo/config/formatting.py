@@ -73,8 +73,29 @@ def _fmt_importable(value: Any, path: str, imports: set[str]) -> str:
     if not module or module in ("__main__", "__antgo_config__") or "<" in name:
         raise ConfigError(f"cannot write '{path}' = {value!r}: it is defined in a config file, a script or a "
                           f"function, so it cannot be imported back; register it and use its name as a string")
+    module = _public_module(value, module, name)
     imports.add(module)
     return f"{module}.{name}"
+
+
+def _public_module(value: Any, module: str, qualname: str) -> str:
+    """The shortest parent package that exposes ``value`` under its name (``torch.optim`` for
+    ``torch.optim.sgd.SGD``): some packages delete their submodule attributes, so the defining module may not be
+    reachable as an attribute when the dumped file is read back."""
+    import importlib
+
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        candidate = ".".join(parts[:i])
+        try:
+            obj: Any = importlib.import_module(candidate)
+            for attr in qualname.split("."):
+                obj = getattr(obj, attr)
+        except (ImportError, AttributeError):
+            continue
+        if obj is value:
+            return candidate
+    return module
 
 
 def _fmt_container(open_: str, close: str, items: list[tuple[str, Any, str]], indent: int, column: int,

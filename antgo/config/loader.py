@@ -9,6 +9,7 @@ import importlib
 import inspect
 import logging
 import os
+import re
 import traceback
 from typing import Any
 
@@ -32,8 +33,20 @@ KNOWN_TOP_LEVEL_KEYS: frozenset[str] = frozenset({
     "val_cfg", "workflow", "gpu_ids", "total_epochs", "max_iters", "auto_scale_lr", "default_scope",
     "default_hooks", "env_cfg", "launcher", "resume", "opencv_num_threads", "mp_start_method",
     "dataset_type", "data_root", "img_norm_cfg", "norm_cfg", "train_pipeline", "test_pipeline",
-    "val_pipeline", "num_classes", "classes", "experiment_name", "tracking", "grad_clip",
+    "val_pipeline", "num_classes", "classes", "experiment_name", "tracking", "grad_clip", "custom_keys",
+    # OpenMMLab (mmdet / mmseg / mmpretrain / mmengine) configs and their test fixtures
+    "pipeline", "tta_pipeline", "tta_model", "class_name", "checkpoint_file",
+    "train_dataloader", "val_dataloader", "test_dataloader", "val_evaluator", "test_evaluator", "optim_wrapper",
+    "param_scheduler", "visualizer", "vis_backends", "log_processor", "randomness", "backend_args", "metainfo",
+    "data_preprocessor", "model_wrapper_cfg", "file_client_args", "dataset",
+    "train_dataset", "val_dataset", "test_dataset", "evaluator", "albu_train_transforms", "batch_size",
+    "num_workers", "persistent_workers",
 })
+
+#: Predefined variables substituted in a config file's text before it runs, as mmengine does.
+PREDEFINED_VARIABLES = ("fileDirname", "fileBasename", "fileBasenameNoExtension", "fileExtname")
+_PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_ENV_RE = re.compile(r"[\'\"]?\$(\w+)\s*(?::\s*(\S*?))?\s*[\'\"]?")  # {{ $NAME:default }}, quotes allowed
 
 TOP_LEVEL_TYPO_CUTOFF = 0.8
 
@@ -62,11 +75,45 @@ def _compile(source: str, path: str) -> Any:
                           f"Fix the Python syntax of that line (a config file is Python).") from exc
 
 
+def substitute_predefined(source: str, path: str) -> str:
+    """Replace ``{{ fileDirname }}``, ``{{ fileBasename }}``, ``{{ fileBasenameNoExtension }}`` and
+    ``{{ fileExtname }}`` with this file's values and ``{{ $NAME:default }}`` with the environment variable
+    ``NAME`` (else ``default``), as mmengine does; any other ``{{ ... }}`` is an error, so a placeholder never
+    survives silently as a literal string."""
+    basename = os.path.basename(path)
+    values = {"fileDirname": os.path.dirname(path), "fileBasename": basename,
+              "fileBasenameNoExtension": os.path.splitext(basename)[0], "fileExtname": os.path.splitext(path)[1]}
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        line = source.count("\n", 0, match.start()) + 1
+        if name in values:
+            return values[name].replace("\\", "/")
+        env = _ENV_RE.fullmatch(name)
+        if env:
+            return _env_value(env.group(1), env.group(2), f"config file {path}, line {line}")
+        raise ConfigError(f"config file {path}, line {line}: placeholder '{match.group(0)}' is not supported; "
+                          f"the predefined variables are {', '.join('{{ %s }}' % v for v in PREDEFINED_VARIABLES)} "
+                          f"and environment variables as {{{{ $NAME:default }}}}. "
+                          f"Write the value itself (for a base file's value, import it with _base_ and "
+                          f"override only what changes).")
+
+    return _PLACEHOLDER_RE.sub(replace, source)
+
+
+def _env_value(name: str, default: str | None, where: str) -> str:
+    value = os.environ.get(name, default or None)
+    if value is None:
+        raise ConfigError(f"{where}: environment variable {name} is not set and '{{{{ ${name} }}}}' has no default; "
+                          f"export {name}=... or write '{{{{ ${name}:default }}}}'")
+    return value
+
+
 def _execute(path: str) -> dict[str, Any]:
     """Run one config file in a fresh namespace; return its public variables (plus ``_base_``)."""
     with open(path, encoding="utf-8") as f:
         source = f.read()
-    code = _compile(source, path)
+    code = _compile(substitute_predefined(source, path), path)
     namespace: dict[str, Any] = {"__file__": path, "__name__": "__antgo_config__"}
     try:
         exec(code, namespace)  # noqa: S102 -- configs are trusted Python files by design
@@ -84,17 +131,29 @@ def _is_config_variable(name: str, value: Any) -> bool:
     return not (inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value))
 
 
-def check_top_level_keys(keys: list[str], path: str | None) -> None:
-    """Raise on a key that looks like a misspelled known key; log other unknown keys at DEBUG."""
+def _declared_keys(variables: dict[str, Any], where: str) -> set[str]:
+    declared = variables.get("custom_keys", [])
+    declared = [declared] if isinstance(declared, str) else declared
+    if not isinstance(declared, (list, tuple)) or not all(isinstance(k, str) for k in declared):
+        raise ConfigError(f"{where}: custom_keys must be a list of top-level key names, got {declared!r}")
+    return set(declared)
+
+
+def check_top_level_keys(keys: list[str], path: str | None, declared: set[str] | frozenset[str] = frozenset()
+                         ) -> None:
+    """Raise on a key that looks like a misspelled known key; log other unknown keys at DEBUG.
+
+    ``declared`` (the config's ``custom_keys``) are the user's own keys: accepted and kept as they are."""
     where = f"config file {path}" if path else "config"
     for key in keys:
-        if key in KNOWN_TOP_LEVEL_KEYS:
+        if key in KNOWN_TOP_LEVEL_KEYS or key in declared:
             continue
         close = close_matches(key, sorted(KNOWN_TOP_LEVEL_KEYS - {BASE_KEY}), cutoff=TOP_LEVEL_TYPO_CUTOFF)
         if close:
             raise ConfigError(f"{where}: unknown top-level key '{key}'; did you mean '{close[0]}'? "
-                              f"Rename it (if it is your own variable, pick a name that is not this close "
-                              f"to a framework key, or start it with '_' to keep it out of the config).")
+                              f"Rename it; if it is your own setting, keep it and declare it in the same file: "
+                              f"custom_keys = ['{key}'] (a name starting with '_' is a helper variable and is "
+                              f"left out of the config).")
         logger.debug("%s: top-level key '%s' is not a framework key; kept as a user variable", where, key)
 
 
@@ -149,7 +208,8 @@ def load_file(path: str, chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], l
         cycle = " -> ".join(_rel(p) for p in (*chain, path))
         raise ConfigError(f"cyclic _base_ inheritance: {cycle}. Remove one of these _base_ entries.")
     variables = _execute(path)
-    check_top_level_keys([k for k in variables if k != BASE_KEY], path)
+    where = f"config file {path}"
+    check_top_level_keys([k for k in variables if k != BASE_KEY], path, _declared_keys(variables, where))
     merged: dict[str, Any] = {}
     texts: list[str] = []
     for base in _base_paths(variables.pop(BASE_KEY, []), path):

@@ -11,7 +11,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .configdict import ConfigError, missing_key_hint, to_config_value
+from .configdict import ConfigError, missing_key_hint, to_config_value, to_plain
+from .loader import DELETE_KEY, merge_dicts, strip_delete_keys
 
 logger = logging.getLogger("antgo.config")
 
@@ -111,8 +112,15 @@ def _assign(node: Any, parts: list[str], value: Any, ctx: dict) -> Any:
     if rest:
         ctx["done"] = path
         new = _assign(old, rest, value, ctx)
+    elif isinstance(old, Mapping) and isinstance(value, Mapping):
+        # as in a _base_ merge (and mmengine): a dict merges into the dict it overrides, unless it holds
+        # _delete_=True, which replaces it
+        plain = to_plain(value)
+        merged = plain if plain.get(DELETE_KEY) else merge_dicts(to_plain(old), plain)
+        new = to_config_value(strip_delete_keys(merged))
+        ctx["old"] = old
     else:
-        new = check_compatible(ctx["key"], old, value, ctx["where"])
+        new = check_compatible(ctx["key"], old, strip_delete_keys(value), ctx["where"])
         ctx["old"] = None if old is _MISSING else old
     if isinstance(node, tuple):
         return tuple(new if i == part % len(node) else v for i, v in enumerate(node))

@@ -12,13 +12,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from antgo.console import log_once
 from antgo.registry import DATASETS
 from antgo.data.collate import collate
 from antgo.data.reader import Reader
 
 logger = logging.getLogger(__name__)
 
-_READER_KEYS = ("pipeline", "inputs_def")
+# Keys of a split config that configure the Reader rather than the dataset class (device_augmentation is
+# read by antgo.data.device_pipeline.split_for_device).
+_READER_KEYS = ("pipeline", "inputs_def", "skip_bad_samples", "cache", "collate_fn", "device_augmentation")
 
 
 def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reader:
@@ -37,9 +40,10 @@ def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reade
                      f"fix the config or override it, e.g. --cfg-options {key_path}.dir=/path/to/data")
         raise
     reader = Reader(dataset, pipeline=cfg.get("pipeline"), inputs_def=cfg.get("inputs_def"),
-                    key_path=f"{key_path}.pipeline")
-    logger.info("%s: %s, %d samples, pipeline %s", key_path, type(dataset).__name__, len(reader),
-                " -> ".join(reader.pipeline.names) or "(none)")
+                    key_path=f"{key_path}.pipeline", skip_bad_samples=cfg.get("skip_bad_samples", False),
+                    cache=cfg.get("cache"), collate_fn=cfg.get("collate_fn"))
+    log_once(logger, logging.INFO, "%s: %s, %d samples, pipeline %s", key_path, type(dataset).__name__,
+             len(reader), " -> ".join(reader.pipeline.names) or "(none)")  # each stage rebuilds its splits
     return reader
 
 
@@ -90,7 +94,8 @@ def build_dataloader(reader: Any, samples_per_gpu: int = 1, workers_per_gpu: int
     generator = torch.Generator()
     generator.manual_seed(base_seed)
     args: dict[str, Any] = dict(batch_size=int(samples_per_gpu), shuffle=bool(shuffle), drop_last=bool(drop_last),
-                                num_workers=int(workers_per_gpu), collate_fn=collate, pin_memory=bool(pin_memory),
+                                num_workers=int(workers_per_gpu),
+                                collate_fn=getattr(reader, "collate_fn", None) or collate, pin_memory=bool(pin_memory),
                                 generator=generator)
     if "sampler" in kwargs or "batch_sampler" in kwargs:
         args.pop("shuffle")  # DataLoader rejects shuffle together with a custom sampler
@@ -105,3 +110,81 @@ def build_dataloader(reader: Any, samples_per_gpu: int = 1, workers_per_gpu: int
             args["prefetch_factor"] = int(prefetch_factor)
     args.update(kwargs)
     return DataLoader(reader, **args)
+
+
+class InfiniteSampler(torch.utils.data.Sampler[int]):
+    """An endless index stream for iteration-based training: pass ``p`` is a permutation seeded with
+    ``seed + p`` (or the identity without ``shuffle``), passes follow each other without a break.
+
+    Under DDP the global stream is dealt round-robin: rank ``r`` takes global positions ``r, r + W, ...``, so
+    the half-batches of 2 ranks at batch B/2 are exactly the batch of 1 process at batch B. ``set_start(n)``
+    skips this rank's first ``n`` indices (resume at iteration ``k``: ``n = k * batch_size``); the position is
+    a pure function of (seed, n), so a resumed run reads exactly the samples an uninterrupted one would.
+    ``len()`` is one pass per rank (what an "epoch" means for logging).
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if size < 1:
+            raise ValueError("InfiniteSampler: the data set is empty")
+        self.size, self.shuffle, self.seed = int(size), bool(shuffle), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.start = 0
+
+    def set_start(self, n: int) -> None:
+        self.start = int(n)
+
+    def _order(self, p: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + p)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):  # type: ignore[override]
+        position = self.rank + self.world_size * self.start
+        current, order = -1, []
+        while True:
+            p, j = divmod(position, self.size)
+            if p != current:
+                current, order = p, self._order(p)
+            yield order[j]
+            position += self.world_size
+
+    def __len__(self) -> int:
+        return max(1, self.size // self.world_size)
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Rank ``r`` of ``W`` reads indices ``r, r + W, ...`` in order, without the padding of
+    ``DistributedSampler``: every sample is evaluated exactly once over all ranks."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(int(rank), int(size), int(world_size)))
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_split_loader(split_cfg: Mapping[str, Any], key_path: str, device: torch.device | str,
+                       check: Any = None, **loader_args: Any) -> tuple[DataLoader, Any]:
+    """(DataLoader, device batch transform or None) for one split trained/evaluated on ``device``.
+
+    ``split_for_device`` decides which transforms run batched on the device; the CPU reader builds the
+    rest. ``pin_memory`` defaults to True on CUDA so that ``non_blocking`` copies really overlap. A
+    ``sampler`` may be given as a callable ``f(reader) -> Sampler`` (it needs the reader's size);
+    ``check(reader)`` runs before any sampler or loader exists (e.g. an empty split names its file).
+    """
+    from antgo.data.device_pipeline import split_for_device
+
+    cpu_cfg, batch_transform = split_for_device(split_cfg, device, key_path)
+    reader = build_dataset(cpu_cfg, key_path)
+    if check is not None:
+        check(reader)
+    if torch.device(device).type == "cuda":
+        loader_args.setdefault("pin_memory", True)
+    if callable(loader_args.get("sampler")) and not isinstance(loader_args["sampler"], torch.utils.data.Sampler):
+        loader_args["sampler"] = loader_args["sampler"](reader)
+    return build_dataloader(reader, **loader_args), batch_transform

@@ -8,9 +8,15 @@ from typing import Any
 import torch.utils.data
 
 from antgo.registry import DATASETS
+from antgo.data.cache import SampleCache
 from antgo.data.transforms.compose import Compose, reraise_with_context
 
 logger = logging.getLogger(__name__)
+
+# What counts as a bad sample under skip_bad_samples: unreadable, missing or inconsistent data. Other
+# exceptions (TypeError, KeyError, ...) are bugs in code and always propagate.
+BAD_SAMPLE_ERRORS = (OSError, ValueError)
+MAX_SUBSTITUTES = 16  # a bad sample is replaced by the next good one, looking at most this far
 
 
 def register(cls: type | None = None, *, name: str | None = None) -> Any:
@@ -39,15 +45,28 @@ class Reader(torch.utils.data.Dataset):
     ``pipeline``: a list of transform configs (built with ``TRANSFORMS``) or callables.
     ``inputs_def``: ``dict(fields=[...])`` (optional ``alias=[...]`` renames them in order); None keeps
     every key. Errors are raised with the dataset class, the index and the failing transform named.
+    ``skip_bad_samples``: a sample whose reading or transforms raise ``OSError``/``ValueError`` (missing,
+    truncated or corrupt files) is logged, counted (``num_skipped``, ``skipped_indices``, shared by the
+    DataLoader workers) and replaced by the next good one. ``cache``: keep decoded samples
+    (``dataset.sample`` output) in a cache shared by the workers (see ``antgo.data.cache``).
+    ``collate_fn``: the collate function the loader should use for these samples (None: the default).
     """
 
     def __init__(self, dataset: Any, pipeline: Sequence[Mapping[str, Any] | Callable] | None = None,
-                 inputs_def: Mapping[str, Any] | None = None, key_path: str = "pipeline") -> None:
+                 inputs_def: Mapping[str, Any] | None = None, key_path: str = "pipeline",
+                 skip_bad_samples: bool = False, cache: bool | str | None = None,
+                 collate_fn: Callable | None = None) -> None:
         if not hasattr(dataset, "sample"):
             raise TypeError(f"Reader needs an object with sample(id) and size, got {type(dataset).__name__}")
+        if not isinstance(skip_bad_samples, bool):
+            raise ValueError(f"skip_bad_samples must be True or False, got {skip_bad_samples!r}")
         self.dataset = dataset
         self.pipeline = Compose(pipeline, key_path=key_path)
         self.fields, self.alias = self._parse_inputs_def(inputs_def)
+        self.collate_fn = collate_fn  # None: build_dataloader's default collate
+        self.cache = SampleCache.create(cache, dataset)
+        # one byte per sample in shared memory: DataLoader workers mark what they skipped, the caller reads it
+        self._bad = torch.zeros(len(self), dtype=torch.uint8).share_memory_() if skip_bad_samples else None
 
     @staticmethod
     def _parse_inputs_def(inputs_def: Mapping[str, Any] | None) -> tuple[list[str] | None, list[str] | None]:
@@ -70,10 +89,49 @@ class Reader(torch.utils.data.Dataset):
         chain = " -> ".join(self.pipeline.names) or "(no transforms)"
         return f"{type(self.dataset).__name__} sample {index} (pipeline: {chain})"
 
+    @property
+    def skipped_indices(self) -> list[int]:
+        """Indices skipped as bad so far (in any DataLoader worker); empty unless ``skip_bad_samples``."""
+        return [] if self._bad is None else torch.nonzero(self._bad).flatten().tolist()
+
+    @property
+    def num_skipped(self) -> int:
+        """How many samples were skipped as bad so far (each bad sample counts once)."""
+        return 0 if self._bad is None else int(self._bad.sum())
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
+        if self._bad is None:
+            return self._load(index)
+        return self._load_skipping_bad(index)
+
+    def _load_skipping_bad(self, index: int) -> dict[str, Any]:
+        """The sample at ``index``, or the next good one; a bad sample is read once, never retried."""
+        n, failed = len(self), []
+        tries = min(MAX_SUBSTITUTES, n)
+        for k in range(tries):
+            i = (index + k) % n
+            if self._bad[i]:
+                continue
+            try:
+                return self._load(i)
+            except BAD_SAMPLE_ERRORS as exc:
+                self._bad[i] = 1
+                failed.append(i)
+                logger.warning("skip_bad_samples: skipping sample %d (%d skipped so far): %s", i, self.num_skipped, exc)
+        raise RuntimeError(
+            f"{type(self.dataset).__name__}: no good sample among the {tries} indices from {index} on (wrapping "
+            f"at {n}; skip_bad_samples looks at most {MAX_SUBSTITUTES} ahead; {self.num_skipped} bad in total, "
+            f"failed now: {failed}); the data set looks broken: check the files named in the warnings above")
+
+    def _read(self, index: int) -> Any:
+        if self.cache is not None:
+            return self.cache.get(index, self.dataset.sample)
+        return self.dataset.sample(index)
+
+    def _load(self, index: int) -> dict[str, Any]:
         try:
-            sample = self.dataset.sample(index)
+            sample = self._read(index)
         except Exception as exc:
             reraise_with_context(exc, f"{type(self.dataset).__name__}.sample({index}) failed")
         if not isinstance(sample, dict):

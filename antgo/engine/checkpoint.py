@@ -27,12 +27,25 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resume_checkpoint", "get_state_dict",
-           "unwrap_model", "rng_state", "restore_rng"]
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "NonFiniteCheckpointError", "save_checkpoint",
+           "read_checkpoint", "load_checkpoint", "resume_checkpoint", "check_finite", "get_state_dict",
+           "unwrap_model", "rng_state", "restore_rng", "UNSAFE_LOAD_ENV"]
+
+#: Set to 1 to allow checkpoints that need arbitrary unpickling (CLI: ``--unsafe-load``). Trusted files only:
+#: unpickling such a file can run any code.
+UNSAFE_LOAD_ENV = "ANTGO_UNSAFE_LOAD"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or does not match the model; the message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that only loads with arbitrary unpickling (``weights_only=False``), refused by default."""
+
+
+class NonFiniteCheckpointError(CheckpointError):
+    """A checkpoint whose weights or buffers hold NaN/inf (a diverged training run)."""
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -98,13 +111,15 @@ def restore_rng(state: Mapping[str, Any] | None) -> None:
 
 
 def _config_text(config: Any) -> str:
-    for attr in ("pretty_text", "text"):
-        value = getattr(config, attr, None)
-        if isinstance(value, str) and value:
-            return value
+    """The config as text with secrets masked (the checkpoint leaves the process)."""
+    from antgo.config.secrets import mask_secrets
+
+    masked_text = getattr(config, "masked_text", None)
+    if callable(masked_text):
+        return masked_text()
     if isinstance(config, Mapping):
         to_dict = getattr(config, "to_dict", None)
-        return pprint.pformat(to_dict() if callable(to_dict) else dict(config), sort_dicts=False)
+        return pprint.pformat(mask_secrets(to_dict() if callable(to_dict) else dict(config)), sort_dicts=False)
     return str(config)
 
 
@@ -129,9 +144,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     from antgo import __version__ as antgo_version
 
     path = os.fspath(path)
+    from antgo.config.secrets import mask_secrets
+
     meta = dict(meta or {})
-    if "config" in meta and not isinstance(meta["config"], str):
-        meta["config"] = _config_text(meta["config"])
+    config = meta.pop("config", None)
+    meta = mask_secrets(meta)
+    if config is not None:
+        meta["config"] = config if isinstance(config, str) else _config_text(config)
     meta.setdefault("torch_version", str(torch.__version__))  # TorchVersion is not weights_only-safe
     meta.setdefault("antgo_version", antgo_version)
     meta.setdefault("time", time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -161,22 +180,63 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return path
 
 
-def _read(path: str, map_location: Any) -> Any:
+_UNSAFE_GLOBAL_RE = re.compile(r"GLOBAL (\S+) was not an allowed global")
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Check the documentation", "Please file"))]
+    return (useful or lines or [type(exc).__name__])[-1]
+
+
+def _unsafe_allowed(allow_unsafe: bool | None) -> bool:
+    if allow_unsafe is not None:
+        return allow_unsafe
+    return os.environ.get(UNSAFE_LOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", allow_unsafe: bool | None = None) -> Any:
+    """The one checkpoint reader: ``torch.load(weights_only=True)``, which never runs code from the file.
+
+    A file that needs arbitrary unpickling is refused with :class:`UnsafeCheckpointError` unless
+    ``allow_unsafe`` (default: the environment variable ``ANTGO_UNSAFE_LOAD=1``; CLI ``--unsafe-load``).
+    """
+    path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint file not found: {path}")
+        raise CheckpointError(f"checkpoint file not found: {path}; check the path (relative paths are resolved "
+                              f"from {os.getcwd()})")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" not in str(exc):
-            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
-        # Older checkpoints may pickle arbitrary objects in their metadata.
-        logger.warning("checkpoint %s holds non-tensor objects; loading it with weights_only=False", path)
+        found = _UNSAFE_GLOBAL_RE.search(str(exc))
+        if not found:  # garbage bytes fail the safe unpickler too, with "Unsupported operand"
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: "
+                                  f"{_last_line(exc)}") from exc
+        if not _unsafe_allowed(allow_unsafe):
+            raise UnsafeCheckpointError(
+                f"checkpoint {path} refused: it holds {found.group(1)}, which only arbitrary unpickling can "
+                f"load, and unpickling a file can run any code. Checkpoints written by antgo load safely. If "
+                f"you trust this file, allow it with {UNSAFE_LOAD_ENV}=1 (CLI: --unsafe-load).") from None
+        logger.warning("checkpoint %s needs arbitrary unpickling: loading it with weights_only=False because "
+                       "%s=1 / --unsafe-load allows it", path, UNSAFE_LOAD_ENV)
     except Exception as exc:  # a truncated or foreign file fails in many ways (EOFError, IndexError, ...)
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
+
+
+def check_finite(state_dict: Mapping[str, Any], path: str, fix: str = "") -> None:
+    """Raise :class:`NonFiniteCheckpointError` naming every weight/buffer holding NaN or inf."""
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteCheckpointError(
+            f"checkpoint {path} holds non-finite values (NaN/inf) in {len(bad)} tensor(s): {_list(bad, 10)}. "
+            f"The training run that wrote it diverged; "
+            + (fix or "use an earlier checkpoint (an epoch_N.pth from before the divergence) or retrain with a "
+                      "lower learning rate / gradient clipping."))
 
 
 def _extract_state_dict(checkpoint: Any, path: str) -> Mapping[str, torch.Tensor]:
@@ -196,15 +256,19 @@ def _list(keys: Sequence[str], limit: int = 20) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, map_location: Any = "cpu", strict: bool = True,
-                    revise_keys: Sequence[tuple[str, str]] = ((r"^module\.", ""),)) -> dict[str, Any]:
+                    revise_keys: Sequence[tuple[str, str]] = ((r"^module\.", ""),), require_finite: bool = False,
+                    allow_unsafe: bool | None = None) -> dict[str, Any]:
     """Load weights into ``model`` (unwrapped) and return the whole checkpoint dict.
 
     ``revise_keys`` are ``(pattern, replacement)`` regex substitutions applied to every key. With ``strict``
-    a missing or unexpected key raises ``CheckpointError`` listing them; otherwise they are logged.
+    a missing or unexpected key raises ``CheckpointError`` listing them; otherwise they are logged. With
+    ``require_finite`` a NaN/inf weight raises :class:`NonFiniteCheckpointError` naming the keys.
     """
     path = os.fspath(path)
-    checkpoint = _read(path, map_location)
+    checkpoint = read_checkpoint(path, map_location, allow_unsafe)
     state_dict = _extract_state_dict(checkpoint, path)
+    if require_finite:
+        check_finite(state_dict, path)
     for pattern, repl in revise_keys:
         state_dict = OrderedDict((re.sub(pattern, repl, k), v) for k, v in state_dict.items())
     target = unwrap_model(model)

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ContextManager
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeviceError", "resolve_device", "resolve_dtype", "autocast_context", "make_grad_scaler"]
+__all__ = ["DeviceError", "resolve_device", "resolve_dtype", "autocast_context", "make_grad_scaler", "FastPath",
+           "fast_path"]
 
 _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
            "half": torch.float16, "float32": torch.float32, "fp32": torch.float32}
@@ -78,3 +81,43 @@ def make_grad_scaler(device: str | torch.device, enabled: bool, dtype: str | tor
     dev = torch.device(device)
     active = bool(enabled) and dev.type == "cuda" and resolve_dtype(dtype) == torch.float16
     return torch.amp.GradScaler(dev.type if dev.type == "cuda" else "cpu", enabled=active)
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """The speed settings a run uses (see :func:`fast_path`)."""
+
+    amp: bool
+    amp_dtype: str
+    channels_last: bool
+    cudnn_benchmark: bool
+
+
+def _switch(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = cfg.get(key)
+    if value is None or value == "auto":
+        return default
+    if not isinstance(value, bool):
+        raise TypeError(f"config key '{key}' must be True, False or None (auto), got {value!r}")
+    return value
+
+
+def fast_path(cfg: Mapping[str, Any], device: torch.device, deterministic: bool = False) -> FastPath:
+    """Resolve ``amp`` (bf16 autocast), ``channels_last`` and ``cudnn_benchmark`` for ``device``.
+
+    Each key is True/False, or None/absent for the default: on CUDA all three on (``cudnn_benchmark`` off with
+    ``deterministic``), elsewhere off. ``amp=True`` off CUDA warns and runs float32. ``cudnn.benchmark`` is
+    set here, process-wide, when the device is CUDA.
+    """
+    cuda = device.type == "cuda"
+    amp = _switch(cfg, "amp", cuda)
+    if amp and not cuda:
+        logger.warning("amp=True needs CUDA (bf16 autocast); running in float32 on %s", device)
+        amp = False
+    amp_dtype = str(cfg.get("amp_dtype") or "bfloat16")
+    resolve_dtype(amp_dtype)  # an unknown name fails here, before any training
+    benchmark = _switch(cfg, "cudnn_benchmark", cuda and not deterministic)
+    if cuda:
+        torch.backends.cudnn.benchmark = benchmark and not deterministic
+    return FastPath(amp=amp, amp_dtype=amp_dtype, channels_last=_switch(cfg, "channels_last", cuda),
+                    cudnn_benchmark=benchmark)

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from antgo.engine.checkpoint import load_checkpoint
+from antgo.config import load_config
 from antgo.engine.device import resolve_device
+from antgo.engine.loading import run_relative
+from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -28,25 +30,12 @@ __all__ = ["Exporter", "ExportError", "load_config", "build_export_model", "expo
 DEFAULT_OPSET = 17
 DYNAMO_OPSET = 18
 _EXPORT_KEYS = {"input_shape_list", "input_name_list", "output_name_list", "opset_version", "dynamo", "name",
-                "deploy"}
+                "deploy", "metadata"}
 _EXAMPLE = "export=dict(input_shape_list=[[1, 3, 256, 256]], input_name_list=['image'], output_name_list=['heatmap'])"
 
 
 class ExportError(ValueError):
     """A missing or malformed ``export`` config, or a model that cannot be exported."""
-
-
-def load_config(cfg: Any) -> Any:
-    """A ``Config`` from a Config, a dict or a path to a config file."""
-    from antgo.config import Config
-
-    if isinstance(cfg, Config):
-        return cfg
-    if isinstance(cfg, (str, os.PathLike)):
-        return Config.fromfile(cfg)
-    if isinstance(cfg, Mapping):
-        return Config(dict(cfg))
-    raise TypeError(f"cfg must be a Config, a dict or a config file path, got {type(cfg).__name__}")
 
 
 def export_spec(cfg: Any) -> dict[str, Any]:
@@ -74,7 +63,7 @@ def export_spec(cfg: Any) -> dict[str, Any]:
     return {"input_shape_list": [list(s) for s in shapes], "input_name_list": list(names),
             "output_name_list": list(outputs) if outputs is not None else None,
             "opset_version": spec.get("opset_version"), "dynamo": bool(spec.get("dynamo", False)),
-            "name": spec.get("name")}
+            "name": spec.get("name"), "metadata": dict(spec.get("metadata") or {})}
 
 
 def switch_to_deploy(module: nn.Module) -> int:
@@ -90,16 +79,14 @@ def switch_to_deploy(module: nn.Module) -> int:
 def build_export_model(cfg: Any, checkpoint: str | None, device: str | torch.device = "cpu") -> nn.Module:
     """``build_model(cfg.model)`` + strict checkpoint load + eval + ``switch_to_deploy`` (what export and
     parity both run)."""
-    from antgo.models import build_model
+    from antgo.engine.loading import build_model_from_checkpoint
 
     if not checkpoint:
         raise ExportError("no checkpoint to export: pass checkpoint='…/best.pth' or set checkpoint=… in the config")
-    model = build_model(cfg["model"])
-    load_checkpoint(checkpoint, model, map_location="cpu", strict=True)
+    model = build_model_from_checkpoint(cfg, checkpoint, "cpu")  # strict, and refuses NaN/inf weights by name
     if not callable(getattr(model, "onnx_export", None)):
         raise ExportError(f"{type(model).__name__} has no onnx_export(image) method: add one that returns the "
                           f"tensors to export")
-    model.eval()
     count = switch_to_deploy(model)
     if count:
         logger.info("switch_to_deploy() called on %d module(s)", count)
@@ -175,22 +162,33 @@ class Exporter:
         self._run_export(wrapper, inputs, path, input_names, output_names, dynamic_axes, opset, dynamo)
         seconds = time.perf_counter() - start
         self._check(path, input_names, output_names)
+        metadata = self._write_metadata(path, spec, output_names, reference)
+        folder = os.path.dirname(os.path.abspath(path))  # export.json's paths are relative to it when inside
         info = {
-            "onnx": os.path.abspath(path), "exporter": "dynamo" if dynamo else "torchscript", "opset_version": opset,
+            "onnx": run_relative(path, folder), "exporter": "dynamo" if dynamo else "torchscript", "opset_version": opset,
             "inputs": [{"name": n, "shape": ["batch", *s[1:]], "example_shape": s}
                        for n, s in zip(input_names, spec["input_shape_list"])],
             "outputs": [{"name": n, "shape": ["batch", *t.shape[1:]], "example_shape": list(t.shape)}
                         for n, t in zip(output_names, reference)],
-            "checkpoint": os.path.abspath(checkpoint), "sha256": sha256_of(path), "bytes": os.path.getsize(path),
+            "checkpoint": run_relative(checkpoint, folder), "sha256": sha256_of(path), "bytes": os.path.getsize(path),
             "config": getattr(self.cfg, "filename", None), "model": type(model).__name__,
             "torch_version": str(torch.__version__), "export_seconds": round(seconds, 3),
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "metadata": metadata,
         }
-        with open(os.path.join(os.path.dirname(os.path.abspath(path)), "export.json"), "w") as f:
-            json.dump(info, f, indent=2)
+        atomic_write_text(os.path.join(folder, "export.json"), json.dumps(info, indent=2))
         logger.info("exported %s (%s, opset %d, %.1f s): inputs %s, outputs %s", path, info["exporter"], opset,
                     seconds, [i["shape"] for i in info["inputs"]], [o["shape"] for o in info["outputs"]])
         return path
+
+    def _write_metadata(self, path: str, spec: Mapping[str, Any], output_names: list[str],
+                        reference: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+        """Make the file self-describing (task, preprocessing, classes, outputs) for ``antgo predict --onnx``."""
+        from antgo.predict.metadata import describe_model, write_metadata
+
+        metadata = describe_model(self.cfg, spec["input_name_list"], spec["input_shape_list"], output_names,
+                                  [list(t.shape) for t in reference], overrides=spec["metadata"])
+        write_metadata(path, metadata)
+        return metadata
 
     @staticmethod
     def _run_export(wrapper: nn.Module, inputs: tuple[torch.Tensor, ...], path: str, input_names: list[str],

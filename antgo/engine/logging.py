@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
-LOGGER_NAME = "antgo"
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-DATEFMT = "%Y-%m-%d %H:%M:%S"
+# Console output lives in antgo.console (torch-free, for `antgo predict --onnx`); re-exported here.
+from antgo.console import DATEFMT, FORMAT, LOGGER_NAME, ConsoleHandler, setup_console_logging  # noqa: F401
 
 
 def add_file_handler(path: str, level: int = logging.INFO) -> logging.Handler:
@@ -39,31 +37,3 @@ def remove_handler(handler: logging.Handler | None) -> None:
     prev = getattr(handler, "_antgo_prev_level", None)
     if prev is not None:
         log.setLevel(prev)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced, e.g. by test capture)."""
-
-    _antgo_console = True
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:  # noqa: ANN001
-        pass
-
-
-def setup_console_logging(level: int = logging.INFO) -> None:
-    """INFO to stderr for command-line use (idempotent; keeps handlers others installed)."""
-    root = logging.getLogger()
-    if not any(getattr(h, "_antgo_console", False) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
-        root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger(LOGGER_NAME).setLevel(level)

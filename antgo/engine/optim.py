@@ -114,6 +114,16 @@ def param_groups(model: nn.Module, weight_decay: float, norm_decay_mult: float =
             for mult, params in ordered]
 
 
+def _prefer_fused(cls: type, sig: inspect.Signature, args: dict[str, Any], module: nn.Module) -> None:
+    """On CUDA use the fused step (one kernel for all parameters) where the class offers it and the config
+    chose neither ``fused`` nor ``foreach``; torch already picks ``foreach`` on CUDA otherwise."""
+    if "fused" in args or "foreach" in args or "fused" not in sig.parameters:
+        return
+    first = next(iter(module.parameters()), None)
+    if first is not None and first.is_cuda and first.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        args["fused"] = True
+
+
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """Build ``cfg['type']`` over ``model``'s parameters. ``cfg`` is not modified."""
     if not isinstance(cfg, Mapping):
@@ -132,6 +142,7 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
         params: Any = param_groups(module, weight_decay, **paramwise)
     else:
         params = [p for p in module.parameters()]
+    _prefer_fused(cls, sig, args, module)
     try:
         optimizer = cls(params, **args)
     except (TypeError, ValueError) as exc:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from antgo.engine.exporter import build_export_model, load_config
+from antgo.engine.loading import resolve_in_run
+from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -233,8 +235,9 @@ def _checkpoint_from_export_json(onnx_path: str) -> str | None:
     if os.path.isfile(info):
         with open(info) as f:
             data = json.load(f)
-        if os.path.abspath(data.get("onnx", "")) == os.path.abspath(onnx_path):
-            return data.get("checkpoint")
+        folder = os.path.dirname(info)  # paths inside the folder are stored relative to it (it may move)
+        if os.path.abspath(resolve_in_run(data.get("onnx", ""), folder) or "") == os.path.abspath(onnx_path):
+            return resolve_in_run(data.get("checkpoint"), folder)
     return None
 
 
@@ -266,20 +269,23 @@ def verify_parity(cfg: Any, onnx_path: str, checkpoint: str | None = None, work_
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     stats, metrics = _run(model, session, batches, cfg, dev)
     outputs = {name: s.as_dict() for name, s in stats.items()}
-    failures = _checks(outputs, metrics, thr)
+    from antgo.predict.metadata import metadata_problems
+
+    metadata = metadata_problems(session, cfg)  # what `antgo predict --onnx` will rely on
+    failures = _checks(outputs, metrics, thr) + metadata
     report = {
         "passed": not failures, "failures": failures, "onnx": os.path.abspath(onnx_path),
         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None, "data": data_key,
         "num_samples": sum(len(next(iter(b.values()))) for b in batches),
         "batch_sizes": [len(next(iter(b.values()))) for b in batches], "outputs": outputs, "metrics": metrics,
-        "thresholds": thr, "provider": "CPUExecutionProvider", "onnxruntime_version": ort.__version__,
+        "metadata_problems": metadata, "thresholds": thr, "provider": "CPUExecutionProvider",
+        "onnxruntime_version": ort.__version__,
         "torch_version": str(torch.__version__), "seconds": round(time.perf_counter() - start, 3),
     }
     out_dir = os.fspath(work_dir) if work_dir else os.path.dirname(os.path.abspath(onnx_path))
     os.makedirs(out_dir, exist_ok=True)
     report["report_file"] = os.path.join(out_dir, "parity.json")
-    with open(report["report_file"], "w") as f:
-        json.dump(_json_safe(report), f, indent=2)
+    atomic_write_text(report["report_file"], json.dumps(_json_safe(report), indent=2))
     summary = ", ".join(f"{k}: max|Δ| {s['max_abs_diff']:.2e}, mean|Δ| {s['mean_abs_diff']:.2e}"
                         + (f", argmax {s['argmax_agreement']:.5f}" if s["argmax_agreement"] is not None else "")
                         for k, s in outputs.items())

@@ -11,33 +11,11 @@ import numpy as np
 import torch
 
 from antgo.engine.evaluation import evaluate, json_safe
-from antgo.engine.trainer import load_config
+from antgo.fileio import atomic_write_text
+from antgo.config import load_config
+from antgo.predict.overlay import colourise, voc_palette  # noqa: F401  (voc_palette: re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The Pascal VOC colour map, ``(n, 3)`` uint8 RGB; index 255 (void) is the VOC boundary colour."""
-    palette = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    if n > 255:
-        palette[255] = (224, 224, 192)
-    return palette
-
-
-_PALETTE = voc_palette()
-
-
-def colourise(mask: np.ndarray) -> np.ndarray:
-    """A class-index mask ``(H, W)`` → RGB ``(H, W, 3)`` with the VOC palette."""
-    return _PALETTE[np.clip(mask.astype(np.int64), 0, 255)]
 
 
 class Tester:
@@ -51,33 +29,30 @@ class Tester:
 
     def __init__(self, cfg: Any, work_dir: str = "./output", device: str | None = None,
                  gpu_id: int | None = None) -> None:
-        from antgo.engine.device import resolve_device
+        from antgo.engine.device import fast_path, resolve_device
 
         self.cfg = load_config(cfg)
         self.work_dir = os.path.abspath(work_dir)
         self.device = resolve_device(device, gpu_id)
-        self.amp = bool(self.cfg.get("amp", False)) and self.device.type == "cuda"
-        self.channels_last = bool(self.cfg.get("channels_last", False))
+        fast = fast_path(self.cfg, self.device)  # the trainer's defaults: bf16 + channels_last on CUDA
+        self.amp, self.channels_last = fast.amp, fast.channels_last
         self.model: torch.nn.Module | None = None
         self.checkpoint: str | None = None
         self.metrics: list[Any] = []
         self.results: dict[str, float] = {}
         self.vis_files: list[str] = []
         self.reader: Any = None
+        self.batch_transform: Any = None  # the device batch transform of split_for_device
 
     def config_model(self, checkpoint: str | None = None, strict: bool = True) -> None:
         """Build the model and load ``checkpoint`` (falls back to the config key ``checkpoint``)."""
-        from antgo.engine.checkpoint import load_checkpoint
-        import antgo.models  # noqa: F401  (registers the built-in models)
-        from antgo.models.builder import build_model
+        from antgo.engine.loading import build_model_from_checkpoint
 
         checkpoint = checkpoint or self.cfg.get("checkpoint")
         if not checkpoint:
             raise ValueError("no checkpoint to test: pass config_model(checkpoint='…/best.pth') (CLI: --checkpoint) "
                              "or set checkpoint='…' in the config")
-        model = build_model(self.cfg["model"])
-        load_checkpoint(checkpoint, model, map_location="cpu", strict=strict)
-        model = model.to(self.device)
+        model = build_model_from_checkpoint(self.cfg, checkpoint, self.device, strict=strict)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
@@ -85,7 +60,8 @@ class Tester:
         logger.info("Tester: %s with weights %s on %s", type(model).__name__, checkpoint, self.device)
 
     def _build_loader(self) -> Any:
-        from antgo.data.builder import build_dataloader, build_dataset
+        from antgo.data.builder import build_split_loader
+        from antgo.engine.loading import require_samples
 
         data = self.cfg.get("data") or {}
         if data.get("test") is None:
@@ -94,8 +70,11 @@ class Tester:
         if loader_cfg.get("shuffle"):
             logger.warning("data.test_dataloader.shuffle=True ignored: test order must follow the data set")
         loader_cfg["shuffle"] = False
-        self.reader = build_dataset(data["test"], "data.test")
-        return build_dataloader(self.reader, **loader_cfg)
+        loader, self.batch_transform = build_split_loader(data["test"], "data.test", self.device,
+                                                          check=lambda reader: require_samples(reader, "data.test"),
+                                                          **loader_cfg)
+        self.reader = loader.dataset
+        return loader
 
     def evaluate(self, json_file: str | None = None, vis_dir: str | None = None, num_vis: int = 0) -> dict[str, float]:
         """Evaluate on ``data.test``, write ``json_file`` (default ``work_dir/eval_results.json``), return metrics."""
@@ -122,11 +101,10 @@ class Tester:
 
         self.results = evaluate(self.model, loader, self.metrics, self.device, amp=self.amp,
                                 channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
-                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")))
+                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
+                                batch_transform=self.batch_transform)
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
-        os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
-        with open(json_file, "w", encoding="utf-8") as f:
-            json.dump(json_safe(self.results), f, indent=2)
+        atomic_write_text(json_file, json.dumps(json_safe(self.results), indent=2))
         self.json_file = json_file
         logger.info("Test metrics: %s; written to %s", ", ".join(f"{k}={v:.4f}" for k, v in self.results.items()),
                     json_file)

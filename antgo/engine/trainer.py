@@ -1,11 +1,14 @@
 """``Trainer``: builds data, model, optimizer and hooks from a config, and runs the epoch loop.
 
-The loop (:meth:`Trainer._run_epoch`) reads top to bottom; everything optional is a hook, dispatched in
-one place (:meth:`Trainer.call_hook`) that names a failing hook. Exceptions propagate: a failed run raises.
+The loop (:meth:`Trainer._run_epoch` and :meth:`Trainer.run_step`) reads top to bottom; everything optional
+is a hook, dispatched in one place (:meth:`Trainer.call_hook`) that names a failing hook. Exceptions
+propagate: a failed run raises. Loss values stay on the device and reach the host once per log interval
+(:class:`antgo.engine.numerics.LossMeter`); ``max_epochs`` or ``max_iters`` (an endless sampler, persistent
+workers, no epoch-boundary stalls) bounds the run.
 """
 from __future__ import annotations
 
-import importlib
+import itertools
 import logging
 import math
 import os
@@ -17,31 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from antgo.config import load_config  # noqa: F401  (the one config loader; re-exported for callers)
 from antgo.engine.evaluation import amp_context, json_safe, move_to_device
 from antgo.engine.hooks.base import STAGES, Hook
 from antgo.engine.logging import add_file_handler, remove_handler
+from antgo.engine.numerics import LossMeter, NonFiniteError, find_nonfinite_state, grads_are_finite, parse_losses
+
+__all__ = ["Trainer", "load_config", "seed_everything", "parse_losses"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_config(cfg: Any, cfg_options: Any = None) -> Any:
-    """A ``Config`` from a Config, a dict or a path to a ``.py`` config file."""
-    from antgo.config import Config
-
-    if isinstance(cfg, (str, os.PathLike)):
-        return Config.fromfile(cfg, cfg_options=cfg_options)
-    if not isinstance(cfg, Config):
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"cfg must be a Config, a dict or a config file path, got {type(cfg).__name__}")
-        cfg = Config(cfg)
-        imports = cfg.get("custom_imports")
-        if imports:  # Config.fromfile imports them; a dict config has not been through it
-            modules = imports.get("imports", []) if isinstance(imports, Mapping) else imports
-            for name in [modules] if isinstance(modules, str) else modules:
-                importlib.import_module(name)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -54,31 +41,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def parse_losses(outputs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum every output whose key contains ``loss`` (a tensor or a list of tensors); all outputs as floats."""
-    if not isinstance(outputs, Mapping):
-        raise TypeError(f"forward_train must return a dict of losses, got {type(outputs).__name__}")
-    total: torch.Tensor | None = None
-    log_vars: dict[str, float] = {}
-    for key, value in outputs.items():
-        if isinstance(value, torch.Tensor):
-            value = value.mean()
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
-            value = sum(v.mean() for v in value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            log_vars[key] = float(value)
-            continue
-        else:
-            continue  # non-numeric outputs are neither summed nor logged
-        if "loss" in key:
-            total = value if total is None else total + value
-        log_vars[key] = float(value.detach())
-    if total is None:
-        raise ValueError(f"forward_train returned no tensor whose key contains 'loss' (keys: {sorted(outputs)})")
-    log_vars["loss"] = float(total.detach())
-    return total, log_vars
 
 
 class _TrainStep(torch.nn.Module):
@@ -107,7 +69,7 @@ class Trainer:
 
     def __init__(self, cfg: Any, work_dir: str = "./output", device: str | None = None, gpu_id: int | None = None,
                  seed: int | None = None) -> None:
-        from antgo.engine.device import resolve_device
+        from antgo.engine.device import fast_path, resolve_device
 
         self.cfg = load_config(cfg)
         self.work_dir = os.path.abspath(work_dir)
@@ -117,20 +79,28 @@ class Trainer:
         self.device = resolve_device(device, gpu_id)
         self._owns_process_group = self._init_distributed()
         self.seed = int(seed if seed is not None else self.cfg.get("seed", 0))
+        self.cfg["seed"] = self.seed  # the dumped config.py says which seed ran (--seed included)
         self.deterministic = bool(self.cfg.get("deterministic", False))
         seed_everything(self.seed, self.deterministic)
-        self.amp = bool(self.cfg.get("amp", False))
-        self.amp_dtype = str(self.cfg.get("amp_dtype", "bfloat16"))
-        if self.amp and self.device.type != "cuda":
-            logger.warning("amp=True needs CUDA (bf16 autocast); running in float32 on %s", self.device)
-            self.amp = False
-        self.channels_last = bool(self.cfg.get("channels_last", False))
+        fast = fast_path(self.cfg, self.device, self.deterministic)  # bf16 + channels_last on CUDA by default
+        self.amp, self.amp_dtype, self.channels_last = fast.amp, fast.amp_dtype, fast.channels_last
         opt_cfg = dict(self.cfg.get("optimizer_config") or {})
         grad_clip = opt_cfg.pop("grad_clip", None)
+        self.skip_nonfinite = int(opt_cfg.pop("skip_nonfinite", 0) or 0)
         if opt_cfg:
             raise KeyError(f"optimizer_config has unknown keys {sorted(opt_cfg)}; supported: "
-                           f"grad_clip=dict(max_norm=..., norm_type=2) or None")
+                           f"grad_clip=dict(max_norm=..., norm_type=2) or None, skip_nonfinite=N")
         self.grad_clip = dict(grad_clip) if grad_clip else None
+        log_cfg = self.cfg.get("log_config") or {}
+        self.log_interval = max(1, int(log_cfg.get("interval", 10)))  # loss values reach the host this often
+        self.log_grad_norm = bool(log_cfg.get("grad_norm", False))
+        self.meter = LossMeter(self.device)
+        self.train_transform: Any = None  # device batch transforms from split_for_device
+        self.val_transform: Any = None
+        self._params: list[torch.nn.Parameter] = []  # the optimizer's parameters, collected once
+        self._data_iter: Any = None
+        self.by_epoch = True
+        self.skipped_steps = 0
         self.train_loader: Any = None
         self.val_loader: Any = None
         self.model: torch.nn.Module | None = None
@@ -143,7 +113,9 @@ class Trainer:
         self._resume: dict[str, Any] | None = None
         self.epoch = self.iter = self.inner_iter = self.start_epoch = 0
         self.max_epochs = self.max_iters = self.iters_per_epoch = 0
-        self.log_vars: dict[str, float] = {}
+        self.log_vars: dict[str, float] = {}  # averages of the last log interval (host floats)
+        self.log_ready = False  # True in after_iter right after log_vars was refreshed
+        self.outputs: dict[str, torch.Tensor] = {}  # this step's loss terms, on the device (reading one syncs)
         self.best_score: float | None = None
         self.best_metric: str | None = None
         self.best_rule: str | None = None
@@ -154,6 +126,10 @@ class Trainer:
         self.latest_checkpoint: str | None = None
         self.history: list[dict[str, Any]] = []
         self._epoch_sums: dict[str, float] = {}
+        self._epoch_count = 0
+        self._pending_val: dict[str, Any] | None = None
+        self.stop_reason: str | None = None  # set by request_stop (early stopping): the loop ends after this epoch
+        self.best_weights: str | None = None
 
     # ---------------------------------------------------------------- set-up
     def _init_distributed(self) -> bool:
@@ -169,26 +145,18 @@ class Trainer:
 
     def config_dataloader(self, with_validate: bool = True) -> None:
         """Build the train loader (``data.train`` + ``data.train_dataloader``) and, if asked and configured,
-        the validation loader (``data.val`` + ``data.val_dataloader``, needs ``evaluation.metric``)."""
-        from antgo.data.builder import build_dataloader, build_dataset
+        the validation loader (``data.val`` + ``data.val_dataloader``, needs ``evaluation.metric``).
+
+        With ``max_iters`` in the config the train loader reads an endless stream (``InfiniteSampler``,
+        persistent workers); under DDP each rank trains on its share and validates on its shard."""
+        from antgo.data.builder import ShardSampler, build_split_loader
+        from antgo.engine.loading import require_samples
 
         data = self.cfg.get("data")
         if not isinstance(data, Mapping) or "train" not in data:
             raise KeyError("config has no data.train; add data=dict(train=dict(type=..., ...), ...)")
-        seed = self.seed + self.rank
-        train_args = {"shuffle": True, "seed": seed, **dict(data.get("train_dataloader") or {})}
-        reader = build_dataset(data["train"], "data.train")
-        if self.world_size > 1:  # each rank reads its own 1/world_size of every epoch
-            from torch.utils.data.distributed import DistributedSampler
-
-            train_args["sampler"] = DistributedSampler(reader, self.world_size, self.rank, seed=self.seed,
-                                                       shuffle=bool(train_args.pop("shuffle")),
-                                                       drop_last=bool(train_args.get("drop_last", False)))
-        self.train_loader = build_dataloader(reader, **train_args)
-        if len(self.train_loader) == 0:
-            raise ValueError("data.train gives no batch: the data set is smaller than samples_per_gpu with "
-                             "drop_last=True; lower data.train_dataloader.samples_per_gpu")
-        self.val_loader = None
+        self._build_train_loader(infinite=self.cfg.get("max_iters") is not None)
+        self.val_loader, self.val_transform = None, None
         evaluation = self.cfg.get("evaluation")
         if not with_validate:
             return
@@ -196,8 +164,42 @@ class Trainer:
             if data.get("val") is not None or evaluation:
                 logger.warning("validation off: it needs both data.val and evaluation.metric")
             return
-        val_args = {"shuffle": False, "seed": seed, **dict(data.get("val_dataloader") or {})}
-        self.val_loader = build_dataloader(build_dataset(data["val"], "data.val"), **val_args)
+        val_args: dict[str, Any] = {"shuffle": False, "seed": self.seed + self.rank,
+                                    **dict(data.get("val_dataloader") or {})}
+        if self.world_size > 1:  # each rank evaluates its own samples; the metrics are all-reduced
+            val_args.pop("shuffle")
+            val_args["sampler"] = lambda reader: ShardSampler(len(reader), self.rank, self.world_size)
+        # an empty val split would save best.pth at a score of 0
+        self.val_loader, self.val_transform = build_split_loader(
+            data["val"], "data.val", self.device, check=lambda reader: require_samples(reader, "data.val"), **val_args)
+
+    def _build_train_loader(self, infinite: bool) -> None:
+        from antgo.data.builder import InfiniteSampler, build_split_loader
+        from antgo.engine.loading import require_samples
+
+        data = self.cfg["data"]
+        args: dict[str, Any] = {"shuffle": True, "seed": self.seed + self.rank,
+                                **dict(data.get("train_dataloader") or {})}
+        shuffle = bool(args.pop("shuffle"))
+        if infinite:
+            args.pop("drop_last", None)  # an endless stream has no last batch
+            args["sampler"] = lambda reader: InfiniteSampler(len(reader), shuffle, self.seed, self.rank,
+                                                             self.world_size)
+        elif self.world_size > 1:  # each rank reads its own 1/world_size of every epoch
+            from torch.utils.data.distributed import DistributedSampler
+
+            args["sampler"] = lambda reader: DistributedSampler(reader, self.world_size, self.rank, seed=self.seed,
+                                                                shuffle=shuffle,
+                                                                drop_last=bool(args.get("drop_last", False)))
+        else:
+            args["shuffle"] = shuffle
+        self.train_loader, self.train_transform = build_split_loader(
+            data["train"], "data.train", self.device, check=lambda reader: require_samples(reader, "data.train"),
+            **args)
+        self._data_iter = None
+        if len(self.train_loader) == 0:
+            raise ValueError("data.train gives no batch: the data set is smaller than samples_per_gpu with "
+                             "drop_last=True; lower data.train_dataloader.samples_per_gpu")
 
     def config_model(self, resume_from: str | None = None, load_from: str | None = None, strict: bool = True) -> None:
         """Model → device → channels_last → optimizer → hooks → resume state (applied in ``start_train``)
@@ -224,6 +226,7 @@ class Trainer:
                 _TrainStep(model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=bool(self.cfg.get("find_unused_parameters", False)))
         self.optimizer = build_optimizer(model, self.cfg["optimizer"])
+        self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scaler = make_grad_scaler(self.device, self.amp, self.amp_dtype)
         self.hooks, self._stage_hooks = [], {s: [] for s in STAGES}
         for hook in build_default_hooks(self):
@@ -264,36 +267,47 @@ class Trainer:
 
     def dispatch_val(self, metrics: dict[str, float]) -> None:
         """Record validation metrics for the history and call ``after_val`` on every hook."""
-        if self.history and self.history[-1]["epoch"] == self.epoch + 1:
-            self.history[-1]["val"] = json_safe(metrics)  # NaN (absent class) -> None: the history is JSON
+        record = json_safe(metrics)  # NaN (absent class) -> None: the history is JSON
+        if self.by_epoch and self.history and self.history[-1]["epoch"] == self.epoch + 1:
+            self.history[-1]["val"] = record
+        else:  # iteration mode: joins the history entry of the running pass when it closes
+            self._pending_val = record
         self.call_hook("after_val", metrics)
 
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch (its checkpoint hooks still run: it is saved as the last one)."""
+        self.stop_reason = reason
+
     def resolve_out_dir(self, out_dir: str | None) -> str:
-        """``None`` → ``work_dir``; a relative path → under ``work_dir``, unless ``work_dir`` already is it
-        (``out_dir='./output/'`` with ``work_dir='./output'`` is not doubled)."""
-        if not out_dir:
-            return self.work_dir
-        if os.path.isabs(out_dir):
-            return os.path.normpath(out_dir)
-        rel = os.path.normpath(out_dir)
-        if rel == "." or os.path.abspath(rel) == self.work_dir or self.work_dir.endswith(os.sep + rel):
-            return self.work_dir
-        return os.path.join(self.work_dir, rel)
+        """``None`` → ``work_dir``; a relative path → under ``work_dir`` (the rule ``find_checkpoint`` reads by)."""
+        from antgo.engine.loading import resolve_out_dir
+
+        return resolve_out_dir(self.work_dir, out_dir)
 
     def save_checkpoint(self, path: str) -> str:
-        """Full state: weights, optimizer, scheduler, scaler, counters, best score, history, RNG states."""
+        """Full state: weights, optimizer, scheduler, scaler, counters, best score, history, RNG states.
+
+        Refuses (``NonFiniteError``, nothing written) when a loss term since the last check or any weight or
+        buffer is NaN/Inf: ``latest.pth``/``best.pth`` keep the last good state."""
         from antgo.engine.checkpoint import save_checkpoint
+        from antgo.engine.loading import run_relative
+
+        self.check_finite(f"saving {path}")
 
         hook_states = {type(h).__name__: h.state_dict() for h in self.hooks if callable(getattr(h, "state_dict", None))}
         meta = dict(epoch=self.epoch + 1, iter=self.iter, seed=self.seed, best_score=self.best_score,
                     best_metric=self.best_metric, best_rule=self.best_rule, best_epoch=self.best_epoch,
-                    best_iter=self.best_iter, best_metrics=self.best_metrics, best_checkpoint=self.best_checkpoint,
+                    best_iter=self.best_iter, best_metrics=self.best_metrics,
+                    # run-folder-relative paths: a copied or moved folder resumes with its own files
+                    best_checkpoint=run_relative(self.best_checkpoint, self.work_dir),
+                    checkpoint_dir=run_relative(os.path.dirname(os.path.abspath(path)), self.work_dir),
                     history=self.history, config=self.cfg, hooks=hook_states)
         scaler = self.scaler if self.scaler is not None and self.scaler.is_enabled() else None
         return save_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler, meta)
 
     def _apply_resume(self) -> None:
         from antgo.engine.checkpoint import CheckpointError, restore_rng
+        from antgo.engine.loading import resolve_beside_checkpoint
 
         ckpt, self._resume = self._resume, None
         if ckpt is None:
@@ -307,8 +321,9 @@ class Trainer:
         meta = ckpt.get("meta", {})
         self.start_epoch, self.iter = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
         self.latest_checkpoint = str(ckpt["path"])  # the newest state there is until this run saves one
-        for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter", "best_checkpoint"):
+        for key in ("best_score", "best_metric", "best_rule", "best_epoch", "best_iter"):
             setattr(self, key, meta.get(key))
+        self.best_checkpoint = resolve_beside_checkpoint(meta.get("best_checkpoint"), str(ckpt["path"]), meta)
         self.best_metrics = dict(meta.get("best_metrics") or {})
         self.history = list(meta.get("history") or [])
         for hook in self.hooks:
@@ -318,46 +333,91 @@ class Trainer:
         restore_rng(ckpt.get("rng"))
 
     # ---------------------------------------------------------------- the run
-    def _prepare_run(self, max_epochs: int | None) -> None:
+    def _run_length(self, max_epochs: int | None, max_iters: int | None) -> None:
+        """Epoch mode (``max_epochs``) or iteration mode (``max_iters``); arguments win over the config."""
+        if max_epochs is not None and max_iters is not None:
+            raise ValueError("pass max_epochs or max_iters to start_train, not both")
+        if max_epochs is None and max_iters is None:
+            max_epochs, max_iters = self.cfg.get("max_epochs"), self.cfg.get("max_iters")
+            if max_epochs is not None and max_iters is not None:
+                raise KeyError("the config sets both max_epochs and max_iters; keep one of the two top-level keys "
+                               "(e.g. --cfg-options max_epochs=None) or pass --max-iters / start_train(max_iters=N)")
+        if max_epochs is None and max_iters is None:
+            raise KeyError("max_epochs is not set: pass start_train(max_epochs=N) or set the top-level config "
+                           "key max_epochs = N (or max_iters = N for iteration-based training)")
+        value = max_epochs if max_epochs is not None else max_iters
+        name = "max_epochs" if max_epochs is not None else "max_iters"
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+        self.by_epoch = max_epochs is not None
+        infinite = not self.by_epoch
+        if self.train_loader is None or infinite != self._loader_is_infinite():
+            self._build_train_loader(infinite)  # start_train(max_iters=...) after an epoch loader, or back
+        self.iters_per_epoch = len(self.train_loader)
+        if self.by_epoch:
+            self.max_epochs, self.max_iters = int(value), int(value) * self.iters_per_epoch
+        else:
+            self.max_iters = int(value)
+            self.max_epochs = math.ceil(self.max_iters / self.iters_per_epoch)
+        # the dumped config.py says how long it ran (--max-epochs / --max-iters), with one of the two keys set
+        self.cfg[name] = int(value)
+        other = "max_iters" if self.by_epoch else "max_epochs"
+        if self.cfg.get(other) is not None:
+            self.cfg[other] = None
+
+    def _loader_is_infinite(self) -> bool:
+        from antgo.data.builder import InfiniteSampler
+
+        return isinstance(getattr(self.train_loader, "sampler", None), InfiniteSampler)
+
+    def _prepare_run(self, max_epochs: int | None, max_iters: int | None = None) -> None:
         from antgo.engine.optim import build_lr_scheduler
 
-        if max_epochs is None:
-            max_epochs = self.cfg.get("max_epochs")
-        if max_epochs is None:
-            raise KeyError("max_epochs is not set: pass start_train(max_epochs=N) or set the top-level config "
-                           "key max_epochs = N")
-        if int(max_epochs) < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
         if self.train_loader is None:
             self.config_dataloader()
+        self._run_length(max_epochs, max_iters)
         if self.model is None:
             self.config_model()
-        self.max_epochs, self.iters_per_epoch = int(max_epochs), len(self.train_loader)
-        self.max_iters = self.max_epochs * self.iters_per_epoch
-        self.scheduler = build_lr_scheduler(self.optimizer, self.cfg.get("lr_config"), self.max_epochs,
-                                            self.iters_per_epoch)
+        # iteration mode: the schedule counts iterations (a Step milestone is an iteration)
+        epochs, per_epoch = (self.max_epochs, self.iters_per_epoch) if self.by_epoch else (self.max_iters, 1)
+        self.scheduler = build_lr_scheduler(self.optimizer, self.cfg.get("lr_config"), epochs, per_epoch)
         self._apply_resume()
-        if self.start_epoch >= self.max_epochs:
-            logger.warning("the checkpoint already has %d epochs (max_epochs=%d): nothing to train",
-                           self.start_epoch, self.max_epochs)
+        if not self.by_epoch:
+            self.start_epoch = self.iter // self.iters_per_epoch
+        if self.iter >= self.max_iters:
+            logger.warning("the checkpoint already has %d iterations (%d epochs; run length %d iterations): "
+                           "nothing to train", self.iter, self.start_epoch, self.max_iters)
 
-    def start_train(self, max_epochs: int | None = None) -> dict[str, Any]:
-        """Train until ``max_epochs`` (None: the config's ``max_epochs``); returns the run summary."""
+    def start_train(self, max_epochs: int | None = None, max_iters: int | None = None) -> dict[str, Any]:
+        """Train for ``max_epochs`` or ``max_iters`` (None: the config's); returns the run summary."""
+        from antgo.engine.runlock import RunLock
+
         log_handler = None
+        # before anything is written: a second run on this folder must not touch train.log or checkpoints
+        run_lock = RunLock(self.work_dir).acquire() if self.rank == 0 else None
         if self.rank == 0:
-            os.makedirs(self.work_dir, exist_ok=True)
             log_handler = add_file_handler(os.path.join(self.work_dir, "train.log"))
         try:
-            self._prepare_run(max_epochs)
+            self._prepare_run(max_epochs, max_iters)
             if self.rank == 0:
                 self.cfg.dump(os.path.join(self.work_dir, "config.py"))
-            logger.info("Training %s on %s for epochs %d..%d (%d iters/epoch), work_dir %s",
-                        type(self.model).__name__, self.device, self.start_epoch + 1, self.max_epochs,
-                        self.iters_per_epoch, self.work_dir)
+            logger.info("Training %s on %s for %s (%d iters/epoch, amp %s, channels_last %s), work_dir %s",
+                        type(self.model).__name__, self.device,
+                        f"epochs {self.start_epoch + 1}..{self.max_epochs}" if self.by_epoch
+                        else f"iterations {self.iter + 1}..{self.max_iters}", self.iters_per_epoch, self.amp,
+                        self.channels_last, self.work_dir)
             self.call_hook("before_run")
             try:
-                for self.epoch in range(self.start_epoch, self.max_epochs):
+                self.meter.start(self.iter)
+                self.epoch = self.start_epoch
+                while self.iter < self.max_iters:
                     self._run_epoch()
+                    self.epoch += 1
+                    if self.stop_reason:
+                        logger.info("Stopped after epoch %d, iteration %d: %s", self.epoch, self.iter,
+                                    self.stop_reason)
+                        break
+                self.epoch = max(self.epoch - 1, self.start_epoch)  # the last epoch run (0-based)
             finally:
                 self.call_hook("after_run")
             best = (f"best {self.best_metric}={self.best_score:.4f} (epoch {self.best_epoch}) {self.best_checkpoint}"
@@ -365,71 +425,151 @@ class Trainer:
             logger.info("Done after %d iterations: %s; latest %s", self.iter, best, self.latest_checkpoint)
             return self.result()
         except Exception as exc:  # recorded in train.log, then re-raised: a failed run must fail
+            if isinstance(exc, NonFiniteError) and self.latest_checkpoint:
+                exc.add_note(f"the last good checkpoint is {self.latest_checkpoint}")
             logger.error("Training failed at epoch %d, iter %d: %s: %s", self.epoch + 1, self.iter,
                          type(exc).__name__, exc)
             raise
         finally:
+            self._data_iter = None  # the endless iterator's persistent workers end with the run
             remove_handler(log_handler)
+            if run_lock is not None:
+                run_lock.release()
             if self._owns_process_group:
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
                 self._owns_process_group = False
 
-    def _set_loader_epoch(self, epoch: int) -> None:
-        """Shuffle order and worker seeds depend on (seed, epoch) only, so a resumed run sees the same data."""
-        generator = getattr(self.train_loader, "generator", None)
-        if generator is not None:
-            generator.manual_seed(self.seed + self.rank + 1000003 * epoch)
-        sampler = getattr(self.train_loader, "sampler", None)
-        if callable(getattr(sampler, "set_epoch", None)):
-            sampler.set_epoch(epoch)
+    def _epoch_batches(self) -> Any:
+        """Epoch mode: the loader, reshuffled from (seed, epoch). Iteration mode: the next batches of one
+        endless iterator (created once: persistent workers never restart), up to the pass end or max_iters."""
+        if self.by_epoch:
+            generator = getattr(self.train_loader, "generator", None)
+            if generator is not None:  # shuffle order and worker seeds depend on (seed, epoch) only
+                generator.manual_seed(self.seed + self.rank + 1000003 * self.epoch)
+            sampler = getattr(self.train_loader, "sampler", None)
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self.epoch)
+            return self.train_loader
+        if self._data_iter is None:
+            self.train_loader.sampler.set_start(self.iter * int(self.train_loader.batch_size))
+            self._data_iter = iter(self.train_loader)
+        first = self.iter - self.epoch * self.iters_per_epoch
+        return itertools.islice(self._data_iter, min(self.iters_per_epoch - first, self.max_iters - self.iter))
 
     def _run_epoch(self) -> None:
-        """One epoch: the whole training step, top to bottom."""
-        self._set_loader_epoch(self.epoch)
-        self._epoch_sums = {}
+        """One epoch (iteration mode: one pass over the data, or what is left of max_iters)."""
+        batches = self._epoch_batches()
+        self._epoch_sums, self._epoch_count = {}, 0
         self.model.train()
         self.call_hook("before_epoch")
-        end = time.perf_counter()
-        for self.inner_iter, batch in enumerate(self.train_loader):
-            data_time = time.perf_counter() - end
+        first = self.iter - self.epoch * self.iters_per_epoch
+        end = interval_start = time.perf_counter()
+        data_time = 0.0
+        for self.inner_iter, batch in enumerate(batches, start=first):
+            data_time += time.perf_counter() - end  # waiting for the loader
             self.call_hook("before_iter")  # LrSchedulerHook sets this iteration's lr here
-            batch = move_to_device(batch, self.device, self.channels_last)
-            with amp_context(self.device, self.amp, self.amp_dtype):
-                outputs = self._train_step(**batch)
-            loss, log_vars = parse_losses(outputs)
-            if not math.isfinite(log_vars["loss"]):
-                raise FloatingPointError(
-                    f"loss is {log_vars['loss']} at epoch {self.epoch + 1}, iter {self.inner_iter + 1}/"
-                    f"{self.iters_per_epoch} (global iter {self.iter + 1}); outputs: {log_vars}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-                log_vars["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, **self.grad_clip))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self.run_step(batch)
             self.iter += 1
-            log_vars["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            log_vars["data_time"], log_vars["time"] = data_time, time.perf_counter() - end
-            self.log_vars = log_vars
-            for key, value in log_vars.items():
-                self._epoch_sums[key] = self._epoch_sums.get(key, 0.0) + value
+            self.log_ready = (self.inner_iter + 1) % self.log_interval == 0 or self.is_pass_end()
+            if self.log_ready:  # the only place loss values reach the host
+                self._flush(data_time, time.perf_counter() - interval_start)
+                data_time, interval_start = 0.0, time.perf_counter()
             self.call_hook("after_iter")
+            if self.stop_reason:  # iteration mode: an evaluation in after_iter asked to stop
+                break
             end = time.perf_counter()
         self._record_epoch()  # before after_epoch: EvalHook adds 'val', CheckpointHook saves the history
         self.call_hook("after_epoch")
 
+    def is_pass_end(self) -> bool:
+        """The iteration just run closes the epoch (or the run)."""
+        return self.iter >= self.max_iters or self.iter % self.iters_per_epoch == 0
+
+    def run_step(self, batch: Mapping[str, Any]) -> None:
+        """Forward, backward, (clip,) step. Queues device work only: no loss value is read here."""
+        batch = move_to_device(batch, self.device, self.channels_last, self.train_transform)
+        with amp_context(self.device, self.amp, self.amp_dtype):
+            outputs = self._train_step(**batch)
+        loss, terms = parse_losses(outputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip or self.log_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            clip = self.grad_clip or {"max_norm": float("inf")}  # inf: measure without clipping
+            terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(self._params, **clip).detach()
+        if self.skip_nonfinite and not self._step_is_finite(loss, terms):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()
+            return
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.outputs = terms
+        self.meter.add(terms)
+
+    def _step_is_finite(self, loss: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> bool:
+        """``optimizer_config.skip_nonfinite=N``: skip a step whose loss or gradients are NaN/Inf, at most N
+        times per run. Costs one host sync per step (the price of deciding before the update)."""
+        ok = torch.isfinite(loss.detach()) & grads_are_finite(self._params)
+        if self.world_size > 1:  # every rank must take the same decision
+            import torch.distributed as dist
+
+            flag = ok.to(self.device, torch.float32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            ok = flag > 0
+        if bool(ok):
+            return True
+        self.skipped_steps += 1
+        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v))] or ["gradients"]
+        where = self.describe_iter(self.iter + 1)
+        if self.skipped_steps > self.skip_nonfinite:
+            raise NonFiniteError(f"non-finite {', '.join(bad)} at {where}: {self.skipped_steps} bad steps, more "
+                                 f"than optimizer_config.skip_nonfinite={self.skip_nonfinite}",
+                                 iteration=self.iter + 1, keys=bad)
+        logger.warning("skipped the step at %s: non-finite %s (%d of at most %d)", where, ", ".join(bad),
+                       self.skipped_steps, self.skip_nonfinite)
+        return False
+
+    def describe_iter(self, k: int) -> str:
+        """``epoch e, iter i/N (global iter k)`` for global iteration ``k`` (1-based)."""
+        epoch, inner = divmod(k - 1, max(self.iters_per_epoch, 1))
+        return f"epoch {epoch + 1}, iter {inner + 1}/{self.iters_per_epoch} (global iter {k})"
+
+    def _flush(self, data_time: float, elapsed: float) -> None:
+        """Interval averages to ``log_vars`` (one host transfer); raises on a non-finite loss term."""
+        count = self.meter.count
+        averages = self.meter.flush(self.iter, self.describe_iter)
+        if not count:
+            return
+        averages["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        averages["data_time"], averages["time"] = data_time / count, elapsed / count
+        self.log_vars = averages
+        for key, value in averages.items():
+            self._epoch_sums[key] = self._epoch_sums.get(key, 0.0) + value * count
+        self._epoch_count += count
+
+    def check_finite(self, where: str) -> None:
+        """Raise ``NonFiniteError`` if a loss term since the last flush, or any weight/buffer, is NaN/Inf."""
+        self.meter.check(self.describe_iter)
+        bad = find_nonfinite_state(self.model)
+        if bad:
+            raise NonFiniteError(f"non-finite weights or buffers (BN statistics) {bad} at "
+                                 f"{self.describe_iter(self.iter)}, found before {where}; nothing was written",
+                                 iteration=self.iter, keys=bad)
+
     def _record_epoch(self) -> None:
-        n = max(self.inner_iter + 1, 1)
+        n = max(self._epoch_count, 1)
         train = {k: v / n for k, v in self._epoch_sums.items() if k != "lr"}
         train["lr"] = self.log_vars.get("lr", 0.0)
-        self.history.append({"epoch": self.epoch + 1, "iter": self.iter, "train": train, "val": None})
+        self.history.append({"epoch": self.epoch + 1, "iter": self.iter, "train": train,
+                             "val": self._pending_val})
+        self._pending_val = None
 
     def result(self) -> dict[str, Any]:
         """The summary ``start_train`` returns."""
         return dict(best_checkpoint=self.best_checkpoint, latest_checkpoint=self.latest_checkpoint,
                     best_score=self.best_score, best_metric=self.best_metric, epochs=self.max_epochs,
-                    iters=self.iter, history=list(self.history), work_dir=self.work_dir)
+                    iters=self.iter, max_iters=self.max_iters, history=list(self.history), work_dir=self.work_dir,
+                    epochs_run=self.history[-1]["epoch"] if self.history else 0, stop_reason=self.stop_reason,
+                    best_weights=self.best_weights)

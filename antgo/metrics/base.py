@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -13,6 +14,13 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def as_tensor(value: Any) -> torch.Tensor:
+    """A torch tensor from a tensor (kept on its device), a numpy array or a nested list (on the CPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(value)))
+
+
 class BaseMetric:
     """Streaming metric.
 
@@ -20,7 +28,13 @@ class BaseMetric:
     ``keys()['pred']`` / ``keys()['gt']``), ``compute()`` returns ``dict[str, float]``.
     ``__call__(preds, gts)`` takes lists of per-sample dicts (the design document's contract) and is
     ``reset`` + one ``update`` per sample + ``compute``.
+
+    A metric whose ``update`` takes torch tensors on any device sets ``accepts_tensors = True``; the
+    evaluation loop then passes device tensors instead of numpy copies. ``all_reduce()`` (optional) sums the
+    state over DDP ranks so that each rank can evaluate its own shard.
     """
+
+    accepts_tensors = False
 
     def keys(self) -> dict[str, list[str]]:
         raise NotImplementedError
@@ -45,7 +59,12 @@ class BaseMetric:
         return self.compute()
 
     @staticmethod
-    def _get(data: Mapping[str, Any], key: str, what: str, owner: str) -> np.ndarray:
+    def _lookup(data: Mapping[str, Any], key: str, what: str, owner: str) -> Any:
+        """``data[key]`` as given (array or tensor); a missing key names the metric and the keys there are."""
         if key not in data:
             raise KeyError(f"{owner}: {what} has no key '{key}' (got {sorted(data)})")
-        return to_numpy(data[key])
+        return data[key]
+
+    @classmethod
+    def _get(cls, data: Mapping[str, Any], key: str, what: str, owner: str) -> np.ndarray:
+        return to_numpy(cls._lookup(data, key, what, owner))

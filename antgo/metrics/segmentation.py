@@ -5,8 +5,9 @@ import logging
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
-from antgo.metrics.base import BaseMetric
+from antgo.metrics.base import BaseMetric, as_tensor
 from antgo.registry import METRICS
 
 logger = logging.getLogger(__name__)
@@ -18,12 +19,17 @@ class SegMIOU(BaseMetric):
 
     ``confusion_matrix[t, p]`` counts pixels of ground-truth class ``t`` predicted as ``p``; pixels whose
     ground truth is ``ignore_val`` (or outside ``[0, class_num)``) are skipped. Memory is O(class_num²).
+    ``update`` takes numpy arrays or torch tensors on any device; the matrix is counted with
+    ``torch.bincount`` where the predictions live (on the GPU during training), so nothing is copied to the
+    host per batch. Under DDP ``all_reduce()`` sums the matrices of every rank.
 
     Outputs: ``miou`` (mean IoU over the classes present in the ground truth or the prediction; classes
     absent from both are excluded rather than counted as 0), ``pixel_acc`` (correct / counted pixels),
     ``macc`` (mean per-class recall over classes present in the ground truth) and ``iou_<name>`` per class
     (NaN for absent classes).
     """
+
+    accepts_tensors = True  # the evaluation loop may pass device tensors to update()
 
     def __init__(self, class_num: int, ignore_val: int | None = 255, class_names: Sequence[str] | None = None,
                  pred_key: str = "pred_segments", gt_key: str = "segments") -> None:
@@ -36,51 +42,66 @@ class SegMIOU(BaseMetric):
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(class_num)]
         self.pred_key = pred_key
         self.gt_key = gt_key
-        self.confusion_matrix = np.zeros((self.class_num, self.class_num), dtype=np.int64)
-        # per ground-truth class: pixels predicted as a label outside [0, class_num) (always wrong)
-        self.invalid_pred = np.zeros(self.class_num, dtype=np.int64)
+        # rows: ground truth; an extra last column counts predictions outside [0, class_num) (always wrong)
+        self._counts = torch.zeros((self.class_num, self.class_num + 1), dtype=torch.int64)
 
     def keys(self) -> dict[str, list[str]]:
         return {"pred": [self.pred_key], "gt": [self.gt_key]}
 
     def reset(self) -> None:
-        self.confusion_matrix = np.zeros((self.class_num, self.class_num), dtype=np.int64)
-        self.invalid_pred = np.zeros(self.class_num, dtype=np.int64)
+        self._counts = torch.zeros((self.class_num, self.class_num + 1), dtype=torch.int64)
+
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        """The ``class_num × class_num`` int64 matrix (numpy, on the host)."""
+        return self._counts[:, :self.class_num].cpu().numpy()
+
+    @property
+    def invalid_pred(self) -> np.ndarray:
+        """Per ground-truth class: pixels predicted as a label outside ``[0, class_num)``."""
+        return self._counts[:, self.class_num].cpu().numpy()
 
     def update(self, preds: Mapping[str, Any], gts: Mapping[str, Any]) -> None:
         """Add a batch: ``pred_segments`` (B, H, W) class indices, ``segments`` (B, H, W) or (B, 1, H, W)."""
-        pred = self._get(preds, self.pred_key, "preds", "SegMIOU")
-        gt = self._get(gts, self.gt_key, "gts", "SegMIOU")
-        if gt.ndim == pred.ndim + 1 and gt.shape[1] == 1:
+        pred = as_tensor(self._lookup(preds, self.pred_key, "preds", "SegMIOU"))
+        gt = as_tensor(self._lookup(gts, self.gt_key, "gts", "SegMIOU")).to(pred.device, non_blocking=True)
+        if gt.dim() == pred.dim() + 1 and gt.shape[1] == 1:
             gt = gt[:, 0]
-        if pred.ndim == gt.ndim + 1 and pred.shape[1] == 1:
+        if pred.dim() == gt.dim() + 1 and pred.shape[1] == 1:
             pred = pred[:, 0]
         if pred.shape != gt.shape:
-            raise ValueError(f"SegMIOU: prediction shape {pred.shape} does not match ground-truth shape {gt.shape} "
-                             f"(expected (B, H, W) for both; (B, 1, H, W) ground truth is squeezed)")
-        self.confusion_matrix += self._hist(pred.reshape(-1), gt.reshape(-1))
+            raise ValueError(f"SegMIOU: prediction shape {tuple(pred.shape)} does not match ground-truth shape "
+                             f"{tuple(gt.shape)} (expected (B, H, W) for both; (B, 1, H, W) ground truth is squeezed)")
+        if self._counts.device != pred.device:
+            self._counts = self._counts.to(pred.device)
+        self._counts += self._hist(pred.reshape(-1), gt.reshape(-1))
 
-    def _hist(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-        gt = gt.astype(np.int64, copy=False)
-        pred = pred.astype(np.int64, copy=False)
-        mask = (gt >= 0) & (gt < self.class_num)
+    def _hist(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        n = self.class_num
+        gt = gt.long()
+        pred = pred.long()
+        mask = (gt >= 0) & (gt < n)
         if self.ignore_val is not None:
             mask &= gt != self.ignore_val
-        # predictions outside the class range count as wrong for their ground-truth class
-        valid_pred = (pred >= 0) & (pred < self.class_num)
-        bad = mask & ~valid_pred
-        mask &= valid_pred
-        n = self.class_num
-        hist = np.bincount(n * gt[mask] + pred[mask], minlength=n * n).reshape(n, n)
-        if bad.any():
-            self.invalid_pred += np.bincount(gt[bad], minlength=n)
-            logger.warning("SegMIOU: %d predicted labels outside [0, %d)", int(bad.sum()), n)
-        return hist
+        # a prediction outside the class range lands in the extra column of its ground-truth row
+        pred = torch.where((pred >= 0) & (pred < n), pred, torch.full_like(pred, n))
+        index = (n + 1) * gt[mask] + pred[mask]
+        return torch.bincount(index, minlength=n * (n + 1)).reshape(n, n + 1)
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over the ranks of the default process group (a no-op without one)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self._counts, op=dist.ReduceOp.SUM)
 
     def compute(self) -> dict[str, float]:
-        cm = self.confusion_matrix.astype(np.float64)
+        counts = self._counts.cpu().numpy().astype(np.float64)  # the one host copy of an evaluation
+        cm, invalid = counts[:, :self.class_num], counts[:, self.class_num]
+        if invalid.any():
+            logger.warning("SegMIOU: %d predicted labels outside [0, %d)", int(invalid.sum()), self.class_num)
         tp = np.diag(cm)
-        gt_count = cm.sum(axis=1) + self.invalid_pred  # an invalid prediction is a miss of its gt class
+        gt_count = cm.sum(axis=1) + invalid  # an invalid prediction is a miss of its gt class
         pred_count = cm.sum(axis=0)
         union = gt_count + pred_count - tp
         present = union > 0
@@ -95,5 +116,5 @@ class SegMIOU(BaseMetric):
         }
         for name, value in zip(self.class_names, iou):
             result[f"iou_{name}"] = float(value)
-        logger.info("SegMIOU: miou %.4f, pixel_acc %.4f over %d pixels", result["miou"], result["pixel_acc"], int(total))
+        logger.debug("SegMIOU: miou %.4f, pixel_acc %.4f over %d pixels", result["miou"], result["pixel_acc"], int(total))
         return result

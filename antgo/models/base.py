@@ -75,7 +75,9 @@ def load_pretrained(module: nn.Module, checkpoint: str, prefix: str | None = Non
     path = os.path.expanduser(checkpoint)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"init_cfg Pretrained: checkpoint '{checkpoint}' does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    from antgo.engine.checkpoint import read_checkpoint  # the one reader: weights_only=True, never runs code
+
+    state = read_checkpoint(path, map_location="cpu")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if prefix:

@@ -67,8 +67,8 @@ class MlflowLoggerHook(Hook):
         self.flushes += self.tracker.log_metric_batch(self.run_id, buffer)
 
     def after_iter(self, trainer: Any) -> None:
-        if not self._active(trainer):
-            return
+        if not self._active(trainer) or not getattr(trainer, "log_ready", True):
+            return  # log_vars is refreshed once per log interval (loss values stay on the device in between)
         self._add(dict(getattr(trainer, "log_vars", {}) or {}), trainer.iter)
         self._pending_steps += 1
         if self._pending_steps >= self.flush_every:

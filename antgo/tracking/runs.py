@@ -22,7 +22,8 @@ from typing import Any
 
 from antgo.config.secrets import MASK, is_secret_key, mask_secrets
 from antgo.tracking.lifecycle import close_orphaned_runs, owner_tags
-from antgo.tracking.store import PROJECT_ROOT, bound_http_retries, ensure_experiment, resolve_tracking_uri, run_url
+from antgo.tracking.store import (PROJECT_ROOT, bound_http_retries, ensure_experiment, experiment_url,
+                                  resolve_tracking_uri, run_url)
 from antgo.tracking.transport import Op, Transport, release_transport, transport_for, undelivered_report
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class PipelineTracker:
         self.enabled = (is_rank_zero() and bool(ctx.parent_run_id)) if enabled is None else enabled
         self._client = None
         self.closed_orphans: list[Any] = []  # parent runs of dead pipelines that start() marked KILLED
+        self._parent_name: str | None = None
 
     # --- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -165,6 +167,7 @@ class PipelineTracker:
         tracker = cls(TrackingContext(uri, exp_id, run.info.run_id, str(spool) if spool else None), enabled=True)
         tracker._client = client
         tracker.closed_orphans = orphans
+        tracker._parent_name = run_name
         logger.info("MLflow run %s in experiment %r (%s)", run.info.run_id, experiment, uri)
         return tracker
 
@@ -198,9 +201,20 @@ class PipelineTracker:
     def _active(self, run_id: str | None) -> bool:
         return self.enabled and run_id is not None
 
+    def child_name(self, stage: str) -> str:
+        """``<parent run name>/<stage>``: charts and the Compare page can tell two pipelines' stages apart."""
+        if self._parent_name is None and self.ctx.parent_run_id:
+            self._parent_name = self.client.get_run(self.ctx.parent_run_id).info.run_name or ""
+        return f"{self._parent_name}/{stage}" if self._parent_name else stage
+
+    def experiment_url(self) -> str | None:
+        """Link to the experiment's runs table (training view) in the MLflow UI."""
+        return experiment_url(self.ctx.tracking_uri, self.ctx.experiment_id) if self.ctx.experiment_id else None
+
     # --- runs ---------------------------------------------------------------------------------------------
     def start_child(self, name: str, tags: Mapping[str, Any] | None = None) -> str | None:
-        """A nested run under the parent (``mlflow.parentRunId`` is what makes the UI nest it).
+        """A nested run under the parent (``mlflow.parentRunId`` is what makes the UI nest it); the stage name
+        is in the ``antgo.stage`` tag, the run name is :meth:`child_name`.
 
         None while the store is unreachable: the stage then runs without a run of its own.
         """
@@ -209,8 +223,8 @@ class PipelineTracker:
         all_tags = {"mlflow.parentRunId": self.ctx.parent_run_id, "antgo.stage": name}
         all_tags.update({k: str(v) for k, v in mask_params(tags or {}).items() if v is not None})
         run = self.transport.call(Op("run", self.ctx.parent_run_id, {"call": f"create child run {name}"},
-                                     lambda: self.client.create_run(self.ctx.experiment_id, run_name=name,
-                                                                    tags=all_tags)))
+                                     lambda: self.client.create_run(self.ctx.experiment_id,
+                                                                    run_name=self.child_name(name), tags=all_tags)))
         return run.info.run_id if run is not None else None
 
     def end(self, run_id: str | None, error: BaseException | str | None = None) -> None:

@@ -189,6 +189,24 @@ def ui_base_url(tracking_uri: str) -> str:
     return os.environ.get("ANTGO_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
 
 
+# MLflow 3.17 opens experiments as a GenAI (traces) dashboard; this query opens the training-runs view instead.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """Link to a run page in the MLflow UI."""
-    return f"{ui_base_url(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    """Link to a run page in the MLflow UI (training view)."""
+    return f"{ui_base_url(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """Link to the experiment's runs table in the MLflow UI (training view, not the GenAI overview)."""
+    return f"{ui_base_url(tracking_uri)}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+
+
+def browse_hint(tracking_uri: str) -> str:
+    """How to open the UI for this store: the server's address, or the command that starts one."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {ui_base_url(tracking_uri)}"
+    if sqlite_path(tracking_uri) == default_store_dir() / "mlflow.db":
+        return f"start the UI with `make ui` (= {ui_command(tracking_uri)}), then open the link"
+    return f"start the UI with `{ui_command(tracking_uri)}`, then open the link"

@@ -93,7 +93,8 @@ def test_deployment_run_with_broken_config_fails(setup, served, mlflow_store):
     assert failed.info.status == "FAILED" and failed.data.tags["error"]
     children = mlflow_store.client().search_runs(
         [failed.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{failed.info.run_id}'")
-    assert [(c.info.run_name, c.info.status) for c in children] == [("parse_config", "FAILED")]
+    assert [(c.data.tags["antgo.stage"], c.info.status) for c in children] == [("parse_config", "FAILED")]
+    assert children[0].info.run_name == f"{failed.info.run_name}/parse_config"
 
 
 def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(setup, served, prefect_server, processes,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ STAGES = ["parse_config", "build_dataloaders", "train", "evaluate", "export", "v
 def _children(client: Any, parent: Any) -> dict[str, Any]:
     runs = client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    return {r.info.run_name: r for r in runs}
+    return {r.data.tags["antgo.stage"]: r for r in runs}
 
 
 def _artifacts(client: Any, run_id: str, path: str | None = None) -> set[str]:
@@ -81,8 +82,8 @@ def test_flow_completes_with_six_finished_child_runs(completed, mlflow_store):
     assert parent.data.metrics["parity/passed"] == 1.0
 
     parse = children["parse_config"]
-    assert parse.data.params["optimizer.lr"] == "0.05"
-    assert parse.data.params["model.backbone.type"] == "SimpleConvNet"
+    assert parent.data.params["optimizer.lr"] == "0.05"  # hyperparameters on the parent run
+    assert parent.data.params["model.backbone.type"] == "SimpleConvNet"
     assert "config/config.py" in _artifacts(client, parse.info.run_id)
 
     data = children["build_dataloaders"]
@@ -142,7 +143,7 @@ def test_mlflow_rest_api_sees_the_pipeline(completed, mlflow_server):
     assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED"
     body = json.dumps({"experiment_ids": [completed["experiment_id"]],
                        "filter": f"tags.mlflow.parentRunId = '{completed['mlflow_run_id']}' and "
-                                 f"attributes.run_name = 'train'"}).encode()
+                                 f"tags.`antgo.stage` = 'train'"}).encode()
     req = urllib.request.Request(f"{mlflow_server}/api/2.0/mlflow/runs/search", data=body,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -222,16 +223,81 @@ def test_rerun_writes_a_new_run_folder_and_resume_reuses_one(completed, tmp_path
         make_run_dir(str(tmp_path), cfg, "no-such-run", None)
 
 
+def test_parent_run_holds_what_users_compare(completed, mlflow_store):
+    """Hyperparameters, best val score, test metrics, parity verdict, data sets and system metrics on the parent;
+    child runs named <pipeline run>/<stage>."""
+    client = mlflow_store.client()
+    parent = client.get_run(completed["mlflow_run_id"])
+    params, metrics = parent.data.params, parent.data.metrics
+    assert len(params) > 50 and params["evaluation.save_best"] == "miou" and params["max_epochs"] == "1"
+    assert metrics["best/miou"] == pytest.approx(completed["best_score"])
+    assert metrics["test/miou"] == pytest.approx(completed["test_metrics"]["miou"]) and metrics["parity/passed"] == 1
+    assert parent.data.tags["parity"] == "passed"
+    assert any(k.startswith("system/cpu_utilization") for k in metrics)
+    assert any(k.startswith("system/system_memory_usage") for k in metrics)
+    inputs = {i.tags[0].value: i.dataset for i in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val", "test"}
+    assert json.loads(inputs["train"].profile)["num_samples"] == 8 and len(inputs["train"].digest) == 16
+    children = _children(client, parent)
+    assert {r.info.run_name for r in children.values()} == {f"{parent.info.run_name}/{s}" for s in STAGES}
+
+
+def test_registered_version_carries_metrics_signature_and_metadata(completed, mlflow_store):
+    import mlflow
+
+    client = mlflow_store.client()
+    version = client.get_model_version("tiny-e2e", completed["model"]["version"])
+    assert float(version.tags["test/miou"]) == pytest.approx(completed["test_metrics"]["miou"], abs=1e-5)
+    assert version.tags["antgo.config_hash"] == completed["config_hash"]
+    assert "parity/outputs.heatmap.max_abs_diff" in version.tags and version.tags["antgo.score_metric"] == "miou"
+    mlflow.set_tracking_uri(mlflow_store.uri)
+    info = mlflow.models.get_model_info(completed["model"]["model_uri"])
+    inputs = info.signature.inputs.to_dict()
+    assert inputs[0]["name"] == "image" and list(inputs[0]["tensor-spec"]["shape"]) == [-1, 3, 32, 32]
+    assert info.signature.outputs.to_dict()[0]["name"] == "heatmap"
+    assert json.loads(info.metadata["task"]) == "segmentation"
+
+
+def test_plots_curves_csv_and_overlays(completed, mlflow_store):
+    import cv2
+
+    client = mlflow_store.client()
+    children = _children(client, client.get_run(completed["mlflow_run_id"]))
+    train = _artifacts(client, children["train"].info.run_id)
+    assert {"plots/curves.png", "plots/results.csv", "checkpoints/best_weights.pth"} <= train
+    csv_lines = (Path(completed["run_dir"]) / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,iter,train/") and "val/miou" in csv_lines[0] and len(csv_lines) == 2
+    assert "plots/per_class_iou.png" in _artifacts(client, children["evaluate"].info.run_id)
+    overlay = cv2.imread(str(Path(completed["run_dir"]) / "test" / "vis" / "00000.png"))
+    assert overlay.shape[0] >= 320  # a useful size, not a 32 px strip
+
+
+def test_flow_logs_say_each_thing_once(completed):
+    messages = [log.message for log in _prefect_logs(completed["flow_run_id"]) if log.name.startswith("antgo")]
+    repeated = sorted({m for m in messages if messages.count(m) > 1})
+    assert len(messages) > 10 and not repeated, repeated
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the Debian chromium package")
-def test_mlflow_ui_lists_the_pipeline_run(completed, mlflow_server, tmp_path):
-    """The experiment page, rendered by headless Chromium, shows the pipeline's parent run."""
-    out, dom = tmp_path / "mlflow_ui.png", tmp_path / "mlflow_ui.html"
+def test_printed_links_open_the_training_view_and_the_run_page(completed, mlflow_server, tmp_path):
+    """The experiment link a pipeline prints opens the training-runs view (not the GenAI overview), and the parent
+    run page shows hyperparameters and metrics; rendered in headless Chromium by the screenshot script."""
+    from flows.train_flow import format_summary
+
+    printed = format_summary(completed)
+    experiment_link = next(line.split(": ", 1)[1] for line in printed.splitlines() if "MLflow experiment:" in line)
+    assert experiment_link.endswith("/runs?workflowType=machine_learning")
     subprocess.run([sys.executable, str(REPO / "scripts" / "mlflow_ui_screenshot.py"), "--url", mlflow_server,
-                    "--experiment", "e2e", "--out", str(out), "--dom", str(dom)], check=True, timeout=300)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    run_name = Path(completed["run_dir"]).name
-    assert run_name in dom.read_text()
-    assert "Training runs" in dom.read_text()
+                    "--experiment", "e2e", "--run-id", completed["mlflow_run_id"], "--out-dir", str(tmp_path),
+                    "--dom"], check=True, timeout=300)
+    for name in ("runs.png", "run.png", "overlay.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = (tmp_path / "runs.html").read_text()
+    assert Path(completed["run_dir"]).name in runs and "matching runs" in runs
+    assert "Detect issues" not in runs and "token usage" not in runs  # the GenAI overview's panels
+    run = (tmp_path / "run.html").read_text()
+    assert "optimizer.lr" in run and "test/miou" in run and "best/miou" in run
+    assert re.search(r"Parameters \((\d+)\)", run) and int(re.search(r"Parameters \((\d+)\)", run)[1]) > 50
 
 
 def test_resume_continues_an_existing_run_folder(completed, prefect_api, mlflow_store):

@@ -55,7 +55,7 @@ def test_parent_and_child_runs_params_and_failure(mlflow_store):
     tracker.end(tracker.parent_run_id, RuntimeError("stage train failed"))
 
     runs = {r.info.run_name: r for r in client.search_runs([tracker.ctx.experiment_id])}
-    ok, bad, parent = runs["parse_config"], runs["train"], runs["pipe"]
+    ok, bad, parent = runs["pipe/parse_config"], runs["pipe/train"], runs["pipe"]  # <pipeline>/<stage>
     assert ok.info.status == "FINISHED" and ok.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert len(ok.data.params) == 252 and len(ok.data.params["long"]) == MAX_PARAM_VALUE
     assert ok.data.params["k" * 250] == "[1, 2]"
@@ -201,3 +201,43 @@ def time_sleep(seconds: float) -> None:
     import time
 
     time.sleep(seconds)
+
+
+def _register_versions(client, name: str, source: Path, count: int) -> list[str]:
+    client.create_registered_model(name)
+    return [str(client.create_model_version(name, source.as_uri(), run_id=None).version) for _ in range(count)]
+
+
+@pytest.mark.parametrize("rule,scores,expected", [
+    ("greater", [0.85, 0.16, 0.60], "1"),  # a later, worse model does not take the alias
+    ("less", [0.85, 0.16, 0.60], "2"),
+])
+def test_champion_is_the_best_verified_version(mlflow_store, tmp_path, rule, scores, expected):
+    from antgo.tracking.registry import choose_champion, tag_version, version_tags
+
+    tracker = PipelineTracker.start(f"champion-{rule}", "pipe", tracking_uri=mlflow_store.uri)
+    client = mlflow_store.client()
+    name = f"champion-unit-{rule}"
+    versions = _register_versions(client, name, tmp_path, 4)
+    for version, score in zip(versions, scores):
+        tags = version_tags({"miou": score}, {"outputs.heatmap.max_abs_diff": 1e-7}, "abc", "miou", rule)
+        tag_version(tracker, name, version, {**tags, "parity": "passed"})
+        champion = choose_champion(tracker, name, "miou", rule)
+    assert champion == expected
+    # a version that failed parity never becomes champion, however good its score
+    tag_version(tracker, name, versions[3], {**version_tags({"miou": 0.99 if rule == "greater" else 0.01}, {},
+                                                            "abc", "miou", rule), "parity": "failed"})
+    assert choose_champion(tracker, name, "miou", rule) == expected
+    version = client.get_model_version_by_alias(name, "champion")
+    assert str(version.version) == expected
+    assert version.tags["test/miou"] == f"{scores[int(expected) - 1]:.6g}" and version.tags["antgo.config_hash"] == "abc"
+    assert version.tags["parity/outputs.heatmap.max_abs_diff"] == "1e-07" and version.tags["antgo.score_rule"] == rule
+
+
+def test_links_open_the_training_view():
+    from antgo.tracking.store import browse_hint, experiment_url, run_url
+
+    assert run_url("http://h:5001", "3", "r").endswith("/#/experiments/3/runs/r?workflowType=machine_learning")
+    assert experiment_url("http://h:5001/", "3") == "http://h:5001/#/experiments/3/runs?workflowType=machine_learning"
+    assert browse_hint("http://h:5001") == "open http://h:5001"  # a server: its own address, not 127.0.0.1:5000
+    assert "mlflow ui --backend-store-uri sqlite:////x/y.db" in browse_hint("sqlite:////x/y.db")

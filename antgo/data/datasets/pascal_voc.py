@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from antgo.console import log_once
 from antgo.data.dataset import Dataset
+from antgo.data.image_io import CorruptImageError, read_rgb
 from antgo.data.reader import register
 
 logger = logging.getLogger(__name__)
@@ -59,29 +61,25 @@ def read_ids(path: Path) -> list[str]:
 
 def read_mask(path: Path, shape: tuple[int, int] | None = None, num_classes: int | None = None) -> np.ndarray:
     """A class-index ``uint8`` mask from a palette ('P') or grey ('L') PNG; 255 (void) is kept."""
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(f"mask {path} has PIL mode {im.mode!r}; expected a palette ('P') or grey ('L') PNG "
-                             f"whose pixel values are class indices (255 = void), not colours")
-        mask = np.array(im, dtype=np.uint8)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"mask {path} has PIL mode {im.mode!r}; expected a palette ('P') or grey ('L') "
+                                 f"PNG whose pixel values are class indices (255 = void), not colours")
+            mask = np.array(im, dtype=np.uint8)
+    except (OSError, SyntaxError) as exc:  # PIL: truncated data, broken chunks, not an image
+        raise CorruptImageError(f"cannot decode mask {path} (truncated or corrupt: {exc})") from exc
     if shape is not None and mask.shape != tuple(shape):
         raise ValueError(f"mask {path} has shape {mask.shape} but its image is {tuple(shape)}; "
                          f"expected the same height and width")
     if num_classes is not None:
-        bad = np.unique(mask[(mask >= num_classes) & (mask != VOID)])
-        if bad.size:
+        # cheap test first: this runs for every sample
+        if num_classes < VOID and cv2.countNonZero(cv2.inRange(mask, num_classes, VOID - 1)):
+            bad = np.unique(mask[(mask >= num_classes) & (mask != VOID)])
             raise ValueError(f"mask {path} has values {bad.tolist()[:10]} outside 0..{num_classes - 1} and {VOID} (void)")
     return mask
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file with OpenCV and return it as RGB ``uint8`` ``(H, W, 3)``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {path} does not exist")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot decode image {path} (corrupt or not an image)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 @register
@@ -124,6 +122,7 @@ class Pascal2012(Dataset):
             raise _layout_error(f"split file {split_file} does not exist")
         names_file = self.voc_root / "class_names.txt"
         self.class_names = tuple(read_ids(names_file)) if names_file.is_file() else VOC_CLASS_NAMES
+        self.split_file = split_file  # named when the split is empty
         self.ids: list[str] = list(dict.fromkeys(read_ids(split_file)))
         # id -> mask path; SBD ids point into SegmentationClassAug.
         self._masks = {i: self.voc_root / "SegmentationClass" / f"{i}.png" for i in self.ids}
@@ -133,8 +132,8 @@ class Pascal2012(Dataset):
         self.num_sbd = 0
         if self.aug and train_or_test == "train":
             self._add_sbd(split_dir)
-        logger.info("Pascal2012 %s: %d samples (%d from SBD) in %s", train_or_test, len(self.ids), self.num_sbd,
-                    self.voc_root)
+        log_once(logger, logging.INFO, "Pascal2012 %s: %d samples (%d from SBD) in %s", train_or_test,
+                 len(self.ids), self.num_sbd, self.voc_root)
 
     def _sbd_candidates(self) -> list[Path]:
         base = Path(self.dir).expanduser()

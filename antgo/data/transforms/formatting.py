@@ -48,8 +48,10 @@ class ToTensor:
                 a = a[:, :, None]
             if a.ndim != 3:
                 raise ValueError(f"ToTensor: '{key}' must be (H, W) or (H, W, C), got shape {a.shape}")
-            t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
-            results[key] = t.float().div_(255.0) if a.dtype == np.uint8 else t.float()
+            # one pass: the strided HWC -> CHW read and the dtype conversion happen in the same copy
+            t = torch.empty((a.shape[2], a.shape[0], a.shape[1]), dtype=torch.float32)
+            t.copy_(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1))
+            results[key] = t.div_(255.0) if a.dtype == np.uint8 else t
         return results
 
 
@@ -79,7 +81,7 @@ class Normalize:
                 continue
             if isinstance(v, torch.Tensor):
                 shape = (-1, *([1] * (v.dim() - 1)))
-                results[key] = (v.float() - self._mean_t.view(shape)) / self._std_t.view(shape)
+                results[key] = (v.float() - self._mean_t.view(shape)).div_(self._std_t.view(shape))
             else:
                 results[key] = imnormalize(np.asarray(v), self.mean, self.std)
         return results

@@ -115,6 +115,16 @@ class ResizeByShort:
         return results
 
 
+_CV_FLIP_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
+
+
+def _hflip(a: np.ndarray) -> np.ndarray:
+    """Columns reversed, as a new contiguous array (cv2.flip is ~30x faster than a numpy copy of a[:, ::-1])."""
+    if a.ndim in (2, 3) and a.dtype in _CV_FLIP_DTYPES and (a.ndim == 2 or a.shape[2] <= 512):
+        return cv2.flip(a, 1).reshape(a.shape)  # cv2 drops a trailing channel of 1
+    return np.ascontiguousarray(a[:, ::-1])
+
+
 def _swap_pairs(x: np.ndarray, first: Sequence[int], second: Sequence[int], axis: int) -> np.ndarray:
     idx = np.arange(x.shape[axis])
     idx[list(first)], idx[list(second)] = list(second), list(first)
@@ -166,7 +176,7 @@ class RandomFlipImage:
                     p[..., 0] = W - 1 - p[..., 0]
                     results[k] = _swap_pairs(p, *self.swap_ids, axis=-2) if self.swap_ids else p
                 else:
-                    out = np.ascontiguousarray(v[:, ::-1])
+                    out = _hflip(v)
                     results[k] = self._remap_labels(out) if (k in MASK_KEYS and self.swap_labels) else out
             if self.swap_ids and results.get("joints_vis") is not None:
                 results["joints_vis"] = _swap_pairs(np.asarray(results["joints_vis"]), *self.swap_ids, axis=-1)

@@ -69,8 +69,16 @@ class Hook:
         return n > 0 and (trainer.epoch + 1) % n == 0
 
     @staticmethod
+    def every_n_iters(trainer: "Trainer", n: int) -> bool:
+        return n > 0 and trainer.iter % n == 0
+
+    @staticmethod
     def is_last_epoch(trainer: "Trainer") -> bool:
         return trainer.epoch + 1 == trainer.max_epochs
+
+    @staticmethod
+    def is_last_iter(trainer: "Trainer") -> bool:
+        return trainer.iter >= trainer.max_iters
 
     @staticmethod
     def is_last_inner_iter(trainer: "Trainer") -> bool:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from antgo.engine.hooks.base import Hook, get_priority
 from antgo.engine.hooks.checkpoint import CheckpointHook
+from antgo.engine.hooks.early_stop import BestWeightsHook
+from antgo.engine.hooks.summary import RunSummaryHook
 from antgo.engine.hooks.eval import EvalHook
 from antgo.engine.hooks.logger import ProgressBarHook, TextLoggerHook
 from antgo.engine.hooks.lr import LrSchedulerHook
@@ -40,8 +42,9 @@ def build_logger_hooks(cfg: Mapping[str, Any]) -> list[Hook]:
     log_cfg = _as_dict(cfg.get("log_config"), "log_config")
     interval = log_cfg.pop("interval", 10)
     entries = log_cfg.pop("hooks", [dict(type="TextLoggerHook")])
+    log_cfg.pop("grad_norm", None)  # read by the trainer: log the gradient norm (costs a norm per step)
     if log_cfg:
-        raise KeyError(f"log_config has unknown keys {sorted(log_cfg)}; known: interval, hooks")
+        raise KeyError(f"log_config has unknown keys {sorted(log_cfg)}; known: interval, hooks, grad_norm")
     return [build_hook(h, f"log_config.hooks[{i}]", default_args=dict(interval=interval))
             for i, h in enumerate(entries)]
 
@@ -65,8 +68,10 @@ def build_default_hooks(trainer: "Trainer") -> list[Hook]:
     hooks.append(build_hook(ckpt_cfg, "checkpoint_config"))
     hooks.extend(build_logger_hooks(cfg))
     hooks.append(ProgressBarHook())
+    hooks.append(RunSummaryHook())  # start header and one line per epoch
     if trainer.val_loader is not None:
         hooks.append(build_eval_hook(cfg, trainer.val_loader))
+        hooks.append(BestWeightsHook())  # a small weights-only file beside the full state in best.pth
     elif trainer.train_loader is None and (cfg.get("evaluation") or {}).get("metric"):
         logger.warning("config_model() ran before config_dataloader(): no validation during training; "
                        "call config_dataloader(with_validate=True) first")

@@ -1,4 +1,5 @@
-"""``CheckpointHook``: ``epoch_N.pth`` every ``interval`` epochs and on the last one, plus ``latest.pth``."""
+"""``CheckpointHook``: ``epoch_N.pth`` every ``interval`` epochs and on the last one, plus ``latest.pth``;
+with ``max_iters`` training: ``iter_N.pth`` every ``interval`` iterations."""
 from __future__ import annotations
 
 import glob
@@ -34,11 +35,12 @@ def link_or_copy(src: str, dst: str) -> None:
 
 @HOOKS.register_module()
 class CheckpointHook(Hook):
-    """Save full training state after epochs.
+    """Save full training state after epochs (``max_epochs``) or iterations (``max_iters``).
 
     Args:
-        interval: save every ``interval`` epochs (<= 0: only the last epoch, when ``save_last``).
-        max_keep_ckpts: keep only the newest ``epoch_*.pth`` files (<= 0 keeps all).
+        interval: save every ``interval`` epochs, or iterations in iteration mode (<= 0: only at the end,
+            when ``save_last``).
+        max_keep_ckpts: keep only the newest ``epoch_*.pth`` / ``iter_*.pth`` files (<= 0 keeps all).
         save_last: also save after the last epoch whatever the interval.
         out_dir: folder; relative paths resolve under the trainer's ``work_dir`` (None = ``work_dir``).
     """
@@ -57,11 +59,22 @@ class CheckpointHook(Hook):
         self.out_dir = trainer.resolve_out_dir(self.out_dir)
 
     def after_epoch(self, trainer: "Trainer") -> None:
-        due = self.every_n_epochs(trainer, self.interval) or (self.save_last and self.is_last_epoch(trainer))
-        if not due or trainer.rank != 0:
+        if getattr(trainer, "by_epoch", True):
+            last = self.is_last_epoch(trainer) or bool(getattr(trainer, "stop_reason", None))  # early stop: last too
+            if self.every_n_epochs(trainer, self.interval) or (self.save_last and last):
+                self._save(trainer, f"epoch_{trainer.epoch + 1}.pth")
+
+    def after_iter(self, trainer: "Trainer") -> None:
+        if not getattr(trainer, "by_epoch", True):
+            last = self.is_last_iter(trainer) or bool(getattr(trainer, "stop_reason", None))
+            if self.every_n_iters(trainer, self.interval) or (self.save_last and last):
+                self._save(trainer, f"iter_{trainer.iter}.pth")
+
+    def _save(self, trainer: "Trainer", name: str) -> None:
+        if trainer.rank != 0:
             return
-        path = os.path.join(self.out_dir, f"epoch_{trainer.epoch + 1}.pth")
-        trainer.save_checkpoint(path)
+        path = os.path.join(self.out_dir, name)
+        trainer.save_checkpoint(path)  # refuses non-finite state: latest.pth keeps the last good one
         latest = os.path.join(self.out_dir, "latest.pth")
         link_or_copy(path, latest)
         trainer.latest_checkpoint = latest
@@ -72,8 +85,8 @@ class CheckpointHook(Hook):
         if self.max_keep_ckpts <= 0:
             return
         found = []
-        for path in glob.glob(os.path.join(self.out_dir, "epoch_*.pth")):
-            match = re.fullmatch(r"epoch_(\d+)\.pth", os.path.basename(path))
+        for path in glob.glob(os.path.join(self.out_dir, "*_*.pth")):
+            match = re.fullmatch(r"(?:epoch|iter)_(\d+)\.pth", os.path.basename(path))
             if match:
                 found.append((int(match.group(1)), path))
         for _, path in sorted(found)[:-self.max_keep_ckpts]:

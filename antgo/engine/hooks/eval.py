@@ -1,6 +1,9 @@
-"""``EvalHook``: validation every ``interval`` epochs, ``best.pth`` + ``best.json`` on improvement."""
+"""``EvalHook``: validation every ``interval`` epochs (iterations with ``max_iters``), ``best.pth`` + ``best.json``
+on improvement. Before training, one validation batch checks that ``forward_test`` returns what the metrics
+read and that ``save_best`` is a key the metrics return, so a wrong name fails before the first epoch."""
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -9,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from antgo.engine.evaluation import evaluate, json_safe
 from antgo.engine.hooks.base import PRIORITIES, Hook
+from antgo.engine.loading import run_relative
 from antgo.registry import HOOKS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +41,7 @@ class EvalHook(Hook):
 
     Args:
         metrics: metric objects (or ``metric``: the config dict / list of dicts, built with ``build_metrics``).
-        interval: evaluate every ``interval`` epochs (and always after the last epoch).
+        interval: evaluate every ``interval`` epochs (iterations with ``max_iters``), and always at the end.
         save_best: metric key to select ``best.pth`` by; ``'auto'`` = the first key; None = no best file.
         rule: ``'greater'``/``'less'``; None infers it from the key (acc/iou/map... greater, loss/err less).
         start: first epoch (1-based) to evaluate at; then every ``interval`` epochs after it.
@@ -69,8 +73,42 @@ class EvalHook(Hook):
 
     def before_run(self, trainer: "Trainer") -> None:
         self.out_dir = trainer.resolve_out_dir(self.out_dir)
+        self.check_keys(trainer)
+
+    def check_keys(self, trainer: "Trainer") -> None:
+        """Dry run on one validation batch (RNG states restored after it, so training is unchanged):
+        ``forward_test`` must return every metric's ``keys()['pred']``, ``save_best`` must be a metric key."""
+        from antgo.engine.checkpoint import restore_rng, rng_state
+
+        state = rng_state()
+        try:
+            metrics = self._evaluate(trainer, "val check", max_batches=1)
+        except KeyError as exc:
+            exc.add_note("checked before training on one validation batch")
+            raise
+        finally:
+            restore_rng(state)
+        if self.save_best not in (None, "auto"):
+            self._metric_key(self.save_best, metrics)
+
+    @staticmethod
+    def _metric_key(key: str, metrics: dict[str, float]) -> str:
+        if key not in metrics:
+            close = difflib.get_close_matches(key, list(metrics), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise KeyError(f"evaluation.save_best='{key}' is not a metric key; the metrics return "
+                           f"{sorted(metrics)}.{hint} Set evaluation.save_best to one of them")
+        return key
+
+    def _evaluate(self, trainer: "Trainer", desc: str, max_batches: int | None = None) -> dict[str, float]:
+        return evaluate(trainer.model, self.dataloader, self.metrics, trainer.device, amp=trainer.amp,
+                        channels_last=trainer.channels_last, desc=desc, amp_dtype=trainer.amp_dtype,
+                        batch_transform=getattr(trainer, "val_transform", None), max_batches=max_batches)
 
     def _due(self, trainer: "Trainer") -> bool:
+        if not getattr(trainer, "by_epoch", True):
+            return self.is_last_iter(trainer) or (
+                trainer.iter >= (self.start or 0) and self.every_n_iters(trainer, self.interval))
         epoch = trainer.epoch + 1
         if self.is_last_epoch(trainer):
             return True
@@ -79,19 +117,23 @@ class EvalHook(Hook):
         return self.every_n_epochs(trainer, self.interval)
 
     def after_epoch(self, trainer: "Trainer") -> None:
-        if not self._due(trainer):
-            return
-        metrics = evaluate(trainer.model, self.dataloader, self.metrics, trainer.device, amp=trainer.amp,
-                           channels_last=trainer.channels_last, desc=f"val {trainer.epoch + 1}",
-                           amp_dtype=trainer.amp_dtype)
+        if getattr(trainer, "by_epoch", True) and self._due(trainer):
+            self._validate(trainer, f"val {trainer.epoch + 1}")
+
+    def after_iter(self, trainer: "Trainer") -> None:
+        if not getattr(trainer, "by_epoch", True) and self._due(trainer):
+            self._validate(trainer, f"val @{trainer.iter}")
+
+    def _validate(self, trainer: "Trainer", desc: str) -> None:
+        if callable(getattr(trainer, "check_finite", None)):
+            trainer.check_finite("validation")  # a diverged model is reported, never evaluated or saved as best
+        metrics = self._evaluate(trainer, desc)
         if self.save_best is not None:
             self._update_best(trainer, metrics)
         trainer.dispatch_val(metrics)
 
     def _update_best(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
-        key = next(iter(metrics)) if self.save_best == "auto" else self.save_best
-        if key not in metrics:
-            raise KeyError(f"evaluation.save_best='{key}' is not a metric key; the metrics returned {sorted(metrics)}")
+        key = next(iter(metrics)) if self.save_best == "auto" else self._metric_key(self.save_best, metrics)
         rule = self.rule or infer_rule(key)
         self.rule = rule
         score = metrics[key]
@@ -112,7 +154,8 @@ class EvalHook(Hook):
         trainer.best_checkpoint = path  # before saving: best.pth's own metadata must name itself
         trainer.save_checkpoint(path)
         record = {"metric": key, "score": score, "epoch": trainer.epoch + 1, "iter": trainer.iter, "rule": rule,
-                  "checkpoint": path, "all": json_safe(metrics)}
+                  "checkpoint": run_relative(path, trainer.work_dir),  # relative: the folder may move
+                  "all": json_safe(metrics)}
         tmp = os.path.join(self.out_dir, "best.json.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)

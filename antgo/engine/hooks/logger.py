@@ -17,9 +17,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-# Values that are a property of the last iteration rather than something to average.
-_LAST_VALUE_KEYS = ("lr",)
-
 
 def _fmt(value: float) -> str:
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
@@ -29,7 +26,8 @@ def _fmt(value: float) -> str:
 
 @HOOKS.register_module()
 class TextLoggerHook(Hook):
-    """Every ``interval`` iterations (and at the end of an epoch) log one line:
+    """When the trainer refreshes ``log_vars`` (every ``log_config.interval`` iterations and at the end of an
+    epoch; that is when loss values reach the host) log one line:
     ``Epoch [e][i/N] lr, eta, time, data_time, memory (CUDA), loss and other outputs`` averaged over the interval.
     Validation metrics are logged as ``Epoch(val) [e] key: value, ...``.
     """
@@ -39,10 +37,8 @@ class TextLoggerHook(Hook):
     def __init__(self, interval: int = 10, ignore_last: bool = False) -> None:
         if int(interval) < 1:
             raise ValueError(f"TextLoggerHook: interval must be >= 1, got {interval}")
-        self.interval = int(interval)
+        self.interval = int(interval)  # the trainer's log_config.interval decides when values are ready
         self.ignore_last = bool(ignore_last)
-        self._sums: dict[str, float] = {}
-        self._count = 0
         self._run_start = 0.0
         self._run_start_iter = 0
 
@@ -50,18 +46,12 @@ class TextLoggerHook(Hook):
         self._run_start = time.perf_counter()
         self._run_start_iter = trainer.iter
 
-    def before_epoch(self, trainer: "Trainer") -> None:
-        self._sums, self._count = {}, 0
-
     def after_iter(self, trainer: "Trainer") -> None:
-        for key, value in trainer.log_vars.items():
-            self._sums[key] = self._sums.get(key, 0.0) + float(value)
-        self._count += 1
-        due = (trainer.inner_iter + 1) % self.interval == 0
-        if not due and not (self.is_last_inner_iter(trainer) and not self.ignore_last):
+        if not getattr(trainer, "log_ready", True):
             return
-        self._emit(trainer)
-        self._sums, self._count = {}, 0
+        due = (trainer.inner_iter + 1) % getattr(trainer, "log_interval", 1) == 0
+        if due or not self.ignore_last:
+            self._emit(trainer)
 
     def _eta(self, trainer: "Trainer") -> str:
         done = trainer.iter - self._run_start_iter
@@ -71,12 +61,9 @@ class TextLoggerHook(Hook):
         return str(datetime.timedelta(seconds=int(per_iter * (trainer.max_iters - trainer.iter))))
 
     def _emit(self, trainer: "Trainer") -> None:
-        if not self._count:
+        avg = dict(trainer.log_vars)
+        if not avg:
             return
-        avg = {k: v / self._count for k, v in self._sums.items()}
-        for key in _LAST_VALUE_KEYS:
-            if key in trainer.log_vars:
-                avg[key] = float(trainer.log_vars[key])
         parts = [f"lr: {avg.pop('lr'):.3e}"] if "lr" in avg else []
         parts.append(f"eta: {self._eta(trainer)}")
         for key in ("time", "data_time"):
@@ -113,7 +100,7 @@ class ProgressBarHook(Hook):
     def after_iter(self, trainer: "Trainer") -> None:
         if self._bar is not None:
             self._bar.update(1)
-            if "loss" in trainer.log_vars:
+            if getattr(trainer, "log_ready", True) and "loss" in trainer.log_vars:
                 self._bar.set_postfix(loss=f"{trainer.log_vars['loss']:.4f}", refresh=False)
 
     def after_epoch(self, trainer: "Trainer") -> None:

@@ -1,0 +1,1 @@
+"""Batched augmentation on the training device (see antgo.data.device_pipeline)."""

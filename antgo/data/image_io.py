@@ -1,0 +1,59 @@
+"""Decoding image and mask files strictly: a truncated or corrupt file is an error that names it.
+
+libjpeg only warns ("Premature end of JPEG file") and returns a partly grey image when a JPEG is cut
+short, so the file's end is checked for the JPEG end-of-image marker (and a PNG's for its IEND chunk)
+before decoding. The check costs nothing extra: the bytes are read once and decoded from memory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+_PNG_SIGNATURE, _PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+_EOI_WINDOW = 4096  # some writers append padding or metadata after the end-of-image marker
+
+
+class CorruptImageError(ValueError):
+    """An image file that is truncated or cannot be decoded."""
+
+
+def _check_complete(path: Path, data: np.ndarray) -> None:
+    head, tail = data[:8].tobytes(), data[-_EOI_WINDOW:].tobytes()
+    if head.startswith(_JPEG_SOI) and _JPEG_EOI not in tail:
+        raise CorruptImageError(f"image file {path} is truncated: the JPEG has no end-of-image marker "
+                                f"(libjpeg: 'Premature end of JPEG file'); re-copy or re-encode it, "
+                                f"or set skip_bad_samples=True in the data config to skip such samples")
+    if head == _PNG_SIGNATURE and _PNG_IEND not in tail:
+        raise CorruptImageError(f"image file {path} is truncated: the PNG has no IEND chunk; re-copy or "
+                                f"re-encode it, or set skip_bad_samples=True in the data config")
+
+
+def read_bytes(path: str | Path) -> np.ndarray:
+    """The file's bytes as a ``uint8`` array (FileNotFoundError naming the file when it is missing)."""
+    path = Path(path)
+    try:
+        return np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file {path} does not exist") from None
+    except IsADirectoryError:
+        raise FileNotFoundError(f"image file {path} is a directory, not a file") from None
+
+
+def decode_rgb(data: np.ndarray, path: str | Path = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to RGB ``uint8`` ``(H, W, 3)``; truncated or undecodable -> CorruptImageError."""
+    path = Path(path)
+    if data.size == 0:
+        raise CorruptImageError(f"image file {path} is empty")
+    _check_complete(path, data)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+    if img is None:
+        raise CorruptImageError(f"cannot decode image {path} (corrupt or not an image)")
+    return img
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read and strictly decode an image file as RGB ``uint8`` ``(H, W, 3)``."""
+    return decode_rgb(read_bytes(path), path)

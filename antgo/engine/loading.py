@@ -1,0 +1,150 @@
+"""One way to do each loading step, shared by Trainer, Tester, Exporter, parity, the CLI and the flow:
+
+- :func:`antgo.config.load_config` — file, dict or ``Config`` → validated ``Config`` (re-exported here);
+- :func:`antgo.engine.checkpoint.read_checkpoint` — the one checkpoint reader (``weights_only=True``);
+- :func:`build_model_from_checkpoint` — ``build_model(cfg.model)`` + strict, finite weights;
+- :func:`find_checkpoint` — where a run folder keeps its checkpoints (the rule the Trainer writes by);
+- :func:`resolve_out_dir`, :func:`run_relative`, :func:`resolve_in_run`, :func:`resolve_beside_checkpoint` —
+  paths inside a run folder;
+- :func:`require_samples` — an empty split fails before training, naming the split and its file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from antgo.config import load_config
+from antgo.engine.checkpoint import load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_config", "build_model_from_checkpoint", "find_checkpoint", "checkpoint_folders",
+           "resolve_out_dir", "run_relative", "resolve_in_run", "resolve_beside_checkpoint", "require_samples",
+           "EmptySplitError"]
+
+CHECKPOINT_NAMES = ("best.pth", "latest.pth")
+
+
+class EmptySplitError(ValueError):
+    """A data split with no samples; the message names the split key and the file that lists it."""
+
+
+def build_model_from_checkpoint(cfg: Any, checkpoint: str | os.PathLike, device: str | torch.device = "cpu",
+                                strict: bool = True, require_finite: bool = True) -> nn.Module:
+    """The config's model with ``checkpoint``'s weights, in eval mode on ``device``.
+
+    A checkpoint with NaN/inf weights is refused by name (``NonFiniteCheckpointError``) unless
+    ``require_finite=False``: evaluating or exporting a diverged model only hides the problem.
+    """
+    import antgo.models  # noqa: F401  (registers the built-in models)
+    from antgo.models.builder import build_model
+
+    if "model" not in cfg:
+        raise KeyError("config has no 'model'; add model=dict(type=..., ...)")
+    model = build_model(cfg["model"])
+    load_checkpoint(checkpoint, model, map_location="cpu", strict=strict, require_finite=require_finite)
+    return model.to(device).eval()
+
+
+def resolve_out_dir(work_dir: str | os.PathLike, out_dir: str | None) -> str:
+    """``None`` → ``work_dir``; a relative path → under ``work_dir``, unless ``work_dir`` already is it
+    (``out_dir='./output/'`` with ``work_dir='./output'`` is not doubled)."""
+    work_dir = os.path.abspath(os.fspath(work_dir))
+    if not out_dir:
+        return work_dir
+    if os.path.isabs(out_dir):
+        return os.path.normpath(out_dir)
+    rel = os.path.normpath(out_dir)
+    if rel == "." or os.path.abspath(rel) == work_dir or work_dir.endswith(os.sep + rel):
+        return work_dir
+    return os.path.join(work_dir, rel)
+
+
+def checkpoint_folders(cfg: Any, work_dir: str | os.PathLike) -> list[str]:
+    """Where training into ``work_dir`` writes: ``evaluation.out_dir`` (best.pth), ``checkpoint_config.out_dir``
+    (latest.pth, epoch_N.pth), then ``work_dir`` itself; duplicates removed, order kept."""
+    folders = []
+    for section in ("evaluation", "checkpoint_config"):
+        value = (cfg.get(section) or {}) if cfg is not None else {}
+        folders.append(resolve_out_dir(work_dir, value.get("out_dir") if isinstance(value, Mapping) else None))
+    folders.append(os.path.abspath(os.fspath(work_dir)))
+    return list(dict.fromkeys(folders))
+
+
+def find_checkpoint(work_dir: str | os.PathLike, cfg: Any = None, explicit: str | None = None,
+                    names: Sequence[str] = CHECKPOINT_NAMES, use_config: bool = True) -> str:
+    """The checkpoint to use: ``explicit``, else the config's ``checkpoint``, else the first of ``names``
+    found in the folders training into ``work_dir`` writes to (:func:`checkpoint_folders`).
+
+    The one rule of the CLI (``test``/``export``/``verify``) and the flow (``--resume``).
+    """
+    if explicit:
+        return os.fspath(explicit)
+    if use_config and cfg is not None and cfg.get("checkpoint"):
+        return str(cfg["checkpoint"])
+    folders = checkpoint_folders(cfg, work_dir)
+    for name in names:
+        for folder in folders:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                logger.info("using checkpoint %s", path)
+                return path
+    raise FileNotFoundError(f"no checkpoint in {os.fspath(work_dir)}: looked for {' / '.join(names)} in "
+                            f"{', '.join(folders)}. Pass --checkpoint PATH, set checkpoint='…' in the config, or "
+                            f"train into --work-dir {os.fspath(work_dir)} first.")
+
+
+def run_relative(path: str | None, work_dir: str | os.PathLike) -> str | None:
+    """``path`` relative to the run folder when it lies inside it (so a copied folder stays valid)."""
+    if not path:
+        return path
+    work_dir = os.path.abspath(os.fspath(work_dir))
+    absolute = os.path.abspath(path)
+    if os.path.commonpath([absolute, work_dir]) == work_dir:
+        return os.path.relpath(absolute, work_dir)
+    return absolute
+
+
+def resolve_in_run(path: str | None, work_dir: str | os.PathLike) -> str | None:
+    """Inverse of :func:`run_relative`: a relative path is taken inside ``work_dir``."""
+    if not path:
+        return path
+    return path if os.path.isabs(path) else os.path.join(os.path.abspath(os.fspath(work_dir)), path)
+
+
+_SOURCE_FILES = (("split_file", "split file"), ("ann_file", "annotation file"), ("list_file", "list file"))
+
+
+def resolve_beside_checkpoint(stored: str | None, checkpoint_path: str, meta: Mapping[str, Any]) -> str | None:
+    """A run-folder-relative path from a checkpoint's meta, resolved in the run folder that checkpoint lies in
+    now (its ``checkpoint_dir`` says where it sits inside that folder): a moved folder finds its own files."""
+    if not stored or os.path.isabs(stored):
+        return stored
+    inside = str(meta.get("checkpoint_dir") or ".")
+    folder = os.path.dirname(os.path.abspath(checkpoint_path))
+    root = folder if os.path.isabs(inside) else os.path.normpath(os.path.join(folder, os.path.relpath(".", inside)))
+    return resolve_in_run(stored, root)
+
+
+def _source(reader: Any) -> str:
+    """' (its split file …/val.txt lists no samples)' for the data sets that say where they read from."""
+    dataset = getattr(reader, "dataset", reader)
+    for attr, kind in _SOURCE_FILES:
+        value = getattr(dataset, attr, None)
+        if value:
+            return f" (its {kind} {value} lists no samples)"
+    return ""
+
+
+def require_samples(reader: Any, key_path: str) -> None:
+    """Raise :class:`EmptySplitError` when the split ``key_path`` (``data.train``) has no samples."""
+    if len(reader) > 0:
+        return
+    where = _source(reader)
+    raise EmptySplitError(f"{key_path} has no samples{where}. Fill the split file, point {key_path}.dir at the "
+                          f"right folder, or remove {key_path} from the config.")

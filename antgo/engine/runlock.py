@@ -1,0 +1,213 @@
+"""Run-folder lock: one training (or pipeline) per work dir at a time.
+
+``with RunLock(work_dir): ...`` creates ``<work_dir>/.antgo.lock`` (JSON: pid, host, start time, command)
+with ``O_CREAT | O_EXCL``. A second process refuses at once with :class:`RunFolderLocked` naming the holder.
+A lock left by a process that no longer runs (same host) is stale: it is taken over with a warning. The lock is
+re-entrant within a process (the flow holds it around its stages; the Trainer inside takes it again) and
+shared with the processes the holder starts (``torchrun`` launched from the flow): the holder lists its locks in
+the environment variable ``ANTGO_RUN_LOCKS``, which only its descendants inherit.
+Taking the lock also removes temporary files that an interrupted write left behind (``.tmp_*.pth``, ...).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunLock", "RunFolderLocked", "LOCK_NAME", "clean_temp_files"]
+
+LOCK_NAME = ".antgo.lock"
+# what atomic writers leave when killed between writing and os.replace
+TEMP_PATTERNS = (".tmp_*.pth", "*.pth.tmp*", "*.json.tmp", "*.json.tmp*", ".*.tmp[0-9]*")
+
+LOCKS_ENV = "ANTGO_RUN_LOCKS"  # JSON {lock path: holder pid}, inherited by the processes the holder starts
+
+_held: dict[str, int] = {}  # lock path -> nesting depth in this process
+_shared: set[str] = set()  # locks this process uses on behalf of the parent that holds them
+_guard = threading.Lock()
+
+
+class RunFolderLocked(RuntimeError):
+    """The run folder is in use by another live process; the message names it (pid, host, start time)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _env_locks() -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads(os.environ.get(LOCKS_ENV) or "{}").items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _set_env_lock(path: str, pid: int | None) -> None:
+    locks = _env_locks()
+    if pid is None:
+        locks.pop(path, None)
+    else:
+        locks[path] = pid
+    if locks:
+        os.environ[LOCKS_ENV] = json.dumps(locks)
+    else:
+        os.environ.pop(LOCKS_ENV, None)
+
+
+def _read_holder(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return dict(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return {}  # half-written by a process killed while creating it: treated as stale
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
+            + (f" ({holder['command']})" if holder.get("command") else ""))
+
+
+def clean_temp_files(folder: str) -> list[str]:
+    """Remove leftovers of interrupted atomic writes in ``folder`` and one level below; returns them."""
+    removed = []
+    for pattern in TEMP_PATTERNS:
+        for path in glob.glob(os.path.join(folder, pattern)) + glob.glob(os.path.join(folder, "*", pattern)):
+            try:
+                os.remove(path)
+                removed.append(path)
+            except OSError:
+                pass
+    if removed:
+        logger.warning("removed %d temporary file(s) left by an interrupted write: %s", len(removed),
+                       ", ".join(sorted(removed)))
+    return removed
+
+
+class RunLock:
+    """Exclusive, re-entrant lock on a run folder (see the module docstring)."""
+
+    def __init__(self, work_dir: str | os.PathLike, purpose: str = "train") -> None:
+        self.work_dir = os.path.abspath(os.fspath(work_dir))
+        self.path = os.path.join(self.work_dir, LOCK_NAME)
+        self.purpose = purpose
+        self._created_dir = False
+
+    def _record(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)[:300]}
+
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self._record(), f)
+        return True
+
+    def _is_stale(self, holder: dict[str, Any]) -> bool:
+        if not holder:
+            return True
+        if holder.get("host") != socket.gethostname():
+            return False  # cannot check a process on another machine: assume it runs
+        pid = int(holder.get("pid", -1))
+        # our own pid but not held here: an earlier process with the same pid (a restarted container) left it
+        return pid == os.getpid() or not _pid_alive(pid)
+
+    def acquire(self) -> "RunLock":
+        with _guard:
+            if _held.get(self.path):
+                _held[self.path] += 1
+                return self
+            self._created_dir = not os.path.isdir(self.work_dir)
+            os.makedirs(self.work_dir, exist_ok=True)
+            for _ in range(3):  # a racing process may take the stale lock first
+                if self._try_create():
+                    break
+                holder = _read_holder(self.path)
+                if self._held_by_parent(holder):
+                    _held[self.path] = 1
+                    _shared.add(self.path)
+                    return self  # the parent's run: its files are being written, leave them alone
+                if not self._is_stale(holder):
+                    raise RunFolderLocked(
+                        f"run folder {self.work_dir} is in use by {_describe(holder)}. Wait for that run to end, "
+                        f"use another --work-dir, or, if that process is certainly gone (e.g. another machine "
+                        f"that crashed), delete {self.path}.")
+                self._take_over(holder)
+            else:
+                raise RunFolderLocked(f"could not take the lock {self.path}: other processes keep racing for it")
+            _held[self.path] = 1
+            _set_env_lock(self.path, os.getpid())
+        clean_temp_files(self.work_dir)
+        return self
+
+    def _held_by_parent(self, holder: dict[str, Any]) -> bool:
+        pid = holder.get("pid")
+        return (pid is not None and _env_locks().get(self.path) == int(pid) and int(pid) != os.getpid()
+                and holder.get("host") == socket.gethostname() and _pid_alive(int(pid)))
+
+    def _take_over(self, holder: dict[str, Any]) -> None:
+        logger.warning("run folder %s: taking over a stale lock of %s (that process no longer runs)",
+                       self.work_dir, _describe(holder) if holder else "an unreadable lock file")
+        stale = f"{self.path}.stale{os.getpid()}"
+        try:
+            os.replace(self.path, stale)  # only one racer gets the file; the others see it gone and retry
+        except FileNotFoundError:
+            return
+        if _read_holder(stale) != holder:  # a racer's fresh lock, not the stale one we judged: put it back
+            try:
+                os.link(stale, self.path)
+            except FileExistsError:
+                pass
+        os.remove(stale)
+
+    def release(self) -> None:
+        with _guard:
+            depth = _held.get(self.path, 0)
+            if depth > 1:
+                _held[self.path] = depth - 1
+                return
+            _held.pop(self.path, None)
+            if self.path in _shared:
+                _shared.discard(self.path)
+                return
+            if depth:
+                _set_env_lock(self.path, None)
+            if depth and int(_read_holder(self.path).get("pid", -1)) == os.getpid():
+                try:
+                    os.remove(self.path)
+                except FileNotFoundError:
+                    pass
+                if self._created_dir and not os.listdir(self.work_dir):
+                    os.rmdir(self.work_dir)  # a run refused before writing anything leaves no empty folder
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()

@@ -1,0 +1,172 @@
+"""What an exported ONNX file says about itself: task, input, preprocessing, classes and output meaning.
+
+The exporter writes these fields into the model's ``metadata_props`` (one JSON value per key), so that
+``antgo predict --onnx model.onnx`` needs only the file. Reading uses onnxruntime (or onnx) and no torch;
+:func:`describe_model` reads a config and runs where the config is (export, parity, ``predict --checkpoint``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+METADATA_VERSION = "1"
+# Fields parity compares between the file and the config it was exported from.
+CHECKED_FIELDS = ("task", "input_name", "input_size", "resize", "pixel_scale", "mean", "std", "colour_order",
+                  "class_names")
+# The prediction key a metric reads tells the task; models and metrics of new tasks only need matching keys.
+_TASK_BY_PRED_KEY = {"pred_segments": "segmentation", "pred_boxes": "detection", "pred_bboxes": "detection",
+                     "pred_keypoints": "keypoints", "pred_joints": "keypoints", "pred_labels": "classification",
+                     "pred_label": "classification", "pred_classes": "classification"}
+OUTPUT_MEANING = {
+    "segmentation": "per-class scores (N, C, h, w), h and w possibly a fraction of the input size: resize "
+                    "bilinearly to the input size, argmax over C gives the class index of each pixel",
+    "classification": "per-class scores (N, C): softmax over C gives class probabilities",
+    "detection": "boxes and scores in input-image pixels (see the model's onnx_postprocess)",
+    "keypoints": "keypoint heatmaps or coordinates in input-image pixels (see the model's onnx_postprocess)",
+}
+
+
+class MetadataError(ValueError):
+    """An ONNX file without antgo metadata, or metadata that does not match its config."""
+
+
+def _test_split(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = cfg.get("data") or {}
+    for key in ("test", "val", "train"):
+        if isinstance(data.get(key), Mapping):
+            return data[key]
+    return {}
+
+
+def preprocessing_from_pipeline(pipeline: Sequence[Mapping[str, Any]], input_hw: Sequence[int]
+                                ) -> dict[str, Any]:
+    """Resize policy, pixel scale, mean and std from a test pipeline (the transforms that touch the image).
+
+    The network input is ``(pixel * pixel_scale - mean) / std``; ``Normalize`` before ``ToTensor`` works on
+    0-255 values (scale 1), after it on 0-1 values (scale 1/255).
+    """
+    resize: dict[str, Any] = {"policy": "stretch", "size": [int(input_hw[1]), int(input_hw[0])]}
+    scale, mean, std, normalised, other = 1.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], False, []
+    for step in pipeline or []:
+        kind = str(step.get("type", ""))
+        if kind == "ResizeS":
+            dim = step.get("target_dim", (256, 256))
+            w, h = (dim, dim) if isinstance(dim, int) else (dim[0], dim[1])
+            resize = {"policy": "stretch", "size": [int(w), int(h)]}
+        elif kind == "ResizeByShort":
+            resize = {"policy": "short_side", "short_size": int(step["short_size"]),
+                      "max_size": step.get("max_size")}
+        elif kind == "ToTensor":
+            if not normalised:  # uint8 in: divided by 255; Normalize already made floats: left as they are
+                scale = 1.0 / 255.0
+        elif kind == "Normalize":
+            mean = [float(v) for v in step.get("mean", mean)]
+            std = [float(v) for v in step.get("std", std)]
+            normalised = True
+        elif kind not in ("UnSqueeze", "Rename", "Collect"):
+            other.append(kind)
+    return {"resize": resize, "pixel_scale": scale, "mean": mean, "std": std, "ignored_transforms": other}
+
+
+def _metric_info(cfg: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(task, class names) from the evaluation metric; names fall back to ``class_<i>``."""
+    from antgo.metrics import build_metrics
+
+    metrics = build_metrics((cfg.get("evaluation") or {}).get("metric"))
+    task, names = "unknown", []
+    for metric in metrics:
+        keys = metric.keys() if callable(getattr(metric, "keys", None)) else {}
+        for key in keys.get("pred", []):
+            task = _TASK_BY_PRED_KEY.get(key, task)
+        names = names or [str(n) for n in (getattr(metric, "class_names", None) or [])]
+        if not names and getattr(metric, "class_num", None):
+            names = [f"class_{i}" for i in range(int(metric.class_num))]
+    return task, names
+
+
+def describe_model(cfg: Mapping[str, Any], input_names: Sequence[str], input_shapes: Sequence[Sequence[int]],
+                   output_names: Sequence[str], output_shapes: Sequence[Sequence[int]] | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata of a model exported from ``cfg`` (``overrides``: ``export.metadata`` of the config)."""
+    shape = list(input_shapes[0])
+    task, names = _metric_info(cfg)
+    pre = preprocessing_from_pipeline(_test_split(cfg).get("pipeline") or [], shape[2:4])
+    meta: dict[str, Any] = {
+        "antgo_metadata": METADATA_VERSION, "task": task, "input_name": str(input_names[0]),
+        "input_size": [int(shape[3]), int(shape[2])], "input_channels": int(shape[1]),
+        "colour_order": "RGB",  # antgo data sets decode to RGB (antgo.data.dataset.Dataset)
+        "class_names": names, "output_names": list(output_names),
+        "output_shapes": [["batch", *s[1:]] for s in output_shapes or []],
+        "output_meaning": OUTPUT_MEANING.get(task, "see the model's onnx_export"),
+        **{k: pre[k] for k in ("resize", "pixel_scale", "mean", "std")},
+    }
+    if pre["ignored_transforms"]:
+        meta["ignored_transforms"] = pre["ignored_transforms"]
+    meta.update(dict(overrides or {}))
+    return meta
+
+
+def write_metadata(onnx_path: str | os.PathLike, metadata: Mapping[str, Any]) -> None:
+    """Store ``metadata`` in the file's ``metadata_props`` (JSON values), replacing earlier antgo keys."""
+    import onnx
+
+    path = os.fspath(onnx_path)
+    proto = onnx.load(path)
+    keep = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=str(key), value=json.dumps(value))
+    onnx.save(proto, path)
+
+
+def _decode(props: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, text in props.items():
+        try:
+            out[key] = json.loads(text)
+        except (TypeError, ValueError):
+            out[key] = text
+    return out
+
+
+def read_metadata(source: Any) -> dict[str, Any]:
+    """The metadata of an ONNX file path or an onnxruntime ``InferenceSession`` (no torch, no onnx needed)."""
+    if isinstance(source, (str, os.PathLike)):
+        import onnxruntime as ort
+
+        source = ort.InferenceSession(os.fspath(source), providers=["CPUExecutionProvider"])
+    meta = _decode(dict(source.get_modelmeta().custom_metadata_map))
+    if "antgo_metadata" not in meta:
+        raise MetadataError("the ONNX file carries no antgo metadata (task, input size, mean/std, classes); "
+                            "export it again with `antgo export CONFIG` or predict with `--checkpoint` and the "
+                            "config")
+    return meta
+
+
+def compare_metadata(found: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """Differences between the file's metadata and the config's, one message per field."""
+    problems = []
+    for key in CHECKED_FIELDS:
+        if found.get(key) != expected.get(key):
+            problems.append(f"ONNX metadata '{key}' is {found.get(key)!r}, the config says {expected.get(key)!r}")
+    return problems
+
+
+def metadata_problems(session: Any, cfg: Any) -> list[str]:
+    """Parity's metadata check: the file must describe itself as ``cfg`` would (empty list = consistent)."""
+    from antgo.engine.exporter import export_spec
+
+    try:
+        found = read_metadata(session)
+    except MetadataError as exc:
+        return [str(exc)]
+    spec = export_spec(cfg)
+    expected = describe_model(cfg, spec["input_name_list"], spec["input_shape_list"],
+                              [o.name for o in session.get_outputs()], overrides=spec["metadata"])
+    return compare_metadata(found, expected)

@@ -1,0 +1,192 @@
+"""Run folders: the lock, atomic writes and clean-up, safe loading by default, masked secrets, self-contained
+folders, CLI overrides in config.py, and the one checkpoint finder of CLI and flow."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from antgo.cli import main
+from antgo.config import Config
+from antgo.config.secrets import MASK
+from antgo.engine import Trainer
+from antgo.engine.checkpoint import UNSAFE_LOAD_ENV
+from antgo.engine.loading import find_checkpoint
+from antgo.engine.runlock import LOCK_NAME, RunFolderLocked, RunLock
+from tests.reliability.cases import MARKER, Ctx, crafted_checkpoint, legacy_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_lock_is_reentrant_and_released(tmp_path: Path) -> None:
+    with RunLock(tmp_path / "run") as lock:
+        holder = json.loads(Path(lock.path).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname() and holder["started"]
+        with RunLock(tmp_path / "run"):  # the flow holds it, the Trainer inside takes it again
+            pass
+        assert Path(lock.path).is_file()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    assert not (tmp_path / "run").exists()  # created for the lock and left empty: removed
+
+
+def test_stale_lock_is_taken_over_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = tmp_path / "run"
+    (run / "output").mkdir(parents=True)
+    pid = dead_pid()
+    (run / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "yesterday"}))
+    leftovers = [run / "output" / ".tmp_x1.pth", run / "best.json.tmp", run / "output" / "latest.pth.tmp77",
+                 run / ".config.py.tmp9"]
+    for path in leftovers:
+        path.write_text("half")
+    (run / "output" / "latest.pth").write_text("kept")
+    with caplog.at_level(logging.WARNING, logger="antgo.engine.runlock"), RunLock(run):
+        assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"stale lock of pid {pid}" in caplog.text and "temporary file" in caplog.text
+    assert not any(p.exists() for p in leftovers) and (run / "output" / "latest.pth").read_text() == "kept"
+
+
+def test_lock_left_under_our_own_pid_counts_as_stale(tmp_path: Path) -> None:
+    """A restarted container often gets the pid its killed predecessor had."""
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    with RunLock(tmp_path):
+        assert "started" in json.loads((tmp_path / LOCK_NAME).read_text())
+
+
+def test_unreadable_lock_file_counts_as_stale(tmp_path: Path) -> None:
+    (tmp_path / LOCK_NAME).write_text("{half")
+    with RunLock(tmp_path):
+        pass
+
+
+_CHILD = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("runlock", sys.argv[1])  # no torch import: fast
+runlock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runlock)
+runlock.RunLock(sys.argv[2]).acquire().release()
+"""
+
+
+def test_processes_started_by_the_holder_share_its_lock(tmp_path: Path) -> None:
+    """torchrun started from the flow: its rank 0 Trainer takes the flow's lock; an unrelated process cannot."""
+    import antgo.engine.runlock as runlock
+
+    run = tmp_path / "run"
+    argv = [sys.executable, "-c", _CHILD, runlock.__file__, str(run)]
+    with RunLock(run):
+        child = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert child.returncode == 0, child.stderr
+        assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()  # still ours
+        env = {k: v for k, v in os.environ.items() if k != runlock.LOCKS_ENV}
+        other = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        assert other.returncode != 0 and f"in use by pid {os.getpid()}" in other.stderr
+    assert runlock.LOCKS_ENV not in os.environ and not (run / LOCK_NAME).exists()
+
+
+def test_refused_run_leaves_no_empty_folder(tmp_path: Path, ctx: Ctx) -> None:
+    fresh = tmp_path / "fresh"
+    assert main(["train", ctx.write_cfg("optimzer = 1\n"), "--work-dir", str(fresh)]) == 1
+    assert not fresh.exists()
+
+
+def test_flow_refuses_a_run_folder_in_use(ctx: Ctx) -> None:
+    pytest.importorskip("prefect")
+    from flows.train_flow import _run_pipeline
+
+    (ctx.run / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "08:00"}))
+    with pytest.raises(RunFolderLocked, match="pid 1 on host"):
+        _run_pipeline(ctx.write_cfg(), None, str(ctx.tmp), 1, "cpu", None, str(ctx.tmp / "nowhere.db"), None,
+                      None, 0, "champion", str(ctx.run), None)
+
+
+def test_flow_and_cli_share_the_checkpoint_rule(ctx: Ctx) -> None:
+    """The seed's out_dir='./output/': `antgo test --work-dir D` and the flow's resume both find D/output."""
+    cfg = Config(ctx.cfg)
+    assert find_checkpoint(ctx.run, cfg) == str(ctx.run / "output" / "best.pth")
+    assert find_checkpoint(ctx.run, cfg, names=("latest.pth",)) == str(ctx.run / "output" / "latest.pth")
+    pytest.importorskip("prefect")
+    from flows.tasks import _resume_checkpoint
+
+    assert _resume_checkpoint(str(ctx.run), cfg) == str(ctx.run / "output" / "latest.pth")
+
+
+def test_cli_train_then_test_with_seed_layout_masks_secrets_and_records_overrides(ctx: Ctx, tmp_path: Path) -> None:
+    secrets = {"api_token": "tok-123456", "aws_secret_access_key": "AKIA-SECRET-9"}
+    cfg = dict(ctx.cfg, **secrets)
+    cfg["data"] = dict(cfg["data"], train=dict(cfg["data"]["train"], ext_params=dict(
+        cfg["data"]["train"]["ext_params"], password="hunter2-pw")))
+    path = ctx.write_cfg(cfg=cfg)
+    work = tmp_path / "D"
+    assert main(["train", path, "--work-dir", str(work), "--seed", "3", "--max-epochs", "1"]) == 0
+    dumped = (work / "config.py").read_text()
+    assert "seed = 3" in dumped and "max_epochs = 1" in dumped
+    meta = torch.load(work / "output" / "latest.pth", weights_only=True)["meta"]  # plain types only
+    for text in (dumped, meta["config"], json.dumps(meta, default=str)):
+        assert not any(s in text for s in ("tok-123456", "AKIA-SECRET-9", "hunter2-pw"))
+    assert f"api_token = '{MASK}'" in dumped and f"password='{MASK}'" in meta["config"]
+    assert meta["best_checkpoint"] == os.path.join("output", "best.pth") and meta["checkpoint_dir"] == "output"
+    assert json.loads((work / "output" / "best.json").read_text())["checkpoint"] == os.path.join("output", "best.pth")
+    assert not (work / LOCK_NAME).exists()
+    assert main(["test", path, "--work-dir", str(work)]) == 0  # finds output/best.pth
+    assert (work / "eval_results.json").is_file()
+
+
+def test_moved_run_folder_resumes_and_reports_its_own_files(ctx: Ctx, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    shutil.move(str(ctx.run), moved)
+    trainer = Trainer(ctx.cfg, work_dir=str(moved), device="cpu")
+    trainer.config_dataloader()
+    trainer.config_model(resume_from=str(moved / "output" / "latest.pth"))
+    result = trainer.start_train(max_epochs=1)
+    assert result["best_checkpoint"] == str(moved / "output" / "best.pth")
+    assert result["latest_checkpoint"] == str(moved / "output" / "latest.pth")
+
+
+def test_unsafe_checkpoint_needs_the_explicit_opt_in(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    legacy = legacy_checkpoint(ctx)
+    argv = ["test", ctx.write_cfg(), "--work-dir", str(ctx.run), "--checkpoint", legacy]
+    assert main(argv) == 1
+    assert "LegacyNote" in capsys.readouterr().err
+    assert main([*argv, "--unsafe-load"]) == 0
+    assert UNSAFE_LOAD_ENV not in os.environ  # allowed for that command only
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def test_crafted_checkpoint_creates_nothing_in_a_real_process(ctx: Ctx) -> None:
+    """`--resume-from` / `--load-from` / `export` run the same reader: in-process cases in cases.py."""
+    crafted = crafted_checkpoint(ctx)
+    proc = subprocess.run([sys.executable, "-m", "antgo", "test", ctx.write_cfg(), "--work-dir", str(ctx.run),
+                           "--checkpoint", crafted], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "UnsafeCheckpointError" in proc.stderr and crafted in proc.stderr and "--unsafe-load" in proc.stderr
+    assert not (ctx.tmp / MARKER).exists()
+
+
+def test_moved_export_folder_verifies_with_its_own_checkpoint(ctx: Ctx, tmp_path: Path) -> None:
+    from antgo.engine import verify_parity
+
+    cfg_path = ctx.write_cfg()
+    assert main(["export", cfg_path, "--work-dir", str(ctx.run)]) == 0  # finds output/best.pth
+    info = json.loads((ctx.run / "export.json").read_text())
+    assert info["onnx"] == "cfg.onnx" and info["checkpoint"] == os.path.join("output", "best.pth")
+    moved = tmp_path / "moved"
+    shutil.move(str(ctx.run), moved)
+    report = verify_parity(cfg_path, str(moved / "cfg.onnx"), work_dir=str(tmp_path / "report"))
+    assert report["passed"] and report["checkpoint"] == str(moved / "output" / "best.pth")
