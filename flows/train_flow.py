@@ -62,7 +62,8 @@ def resolve_config(config: str) -> Path:
     if not path.is_absolute() and not path.exists() and (_ROOT / path).exists():
         path = _ROOT / path
     if not path.is_file():
-        raise FileNotFoundError(f"config file {config} not found (looked in {Path.cwd()} and {_ROOT})")
+        places = " and ".join(dict.fromkeys(str(p) for p in (Path.cwd(), _ROOT)))
+        raise FileNotFoundError(f"config file {config} not found (looked in {places}); check the path")
     return path.resolve()
 
 

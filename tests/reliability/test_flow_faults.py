@@ -1,5 +1,8 @@
 """Config and data faults through the flow script: ``python flows/train_flow.py`` exits non-zero, the message
-names the key or file, the Prefect flow run ends Failed, and nothing an earlier attempt produced is lost."""
+names the key or file, the Prefect flow run ends Failed, and nothing an earlier attempt produced is lost.
+
+The core table's config cases (``tests/reliability/cases.py``) run through the script's ``main`` in this process;
+the flow-specific cases below run the script itself."""
 from __future__ import annotations
 
 import hashlib
@@ -38,6 +41,8 @@ def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     try:
         servers.wait_http(f"http://127.0.0.1:{port}/api/health", proc, timeout=90, log=home / "server.log")
         yield servers.base_env(PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_HOME=str(home))
+        if "prefect.logging.handlers" in sys.modules:  # flows run in this process: send their logs first
+            sys.modules["prefect.logging.handlers"].APILogWorker.drain_all(timeout=10)
     finally:
         servers.stop_process(proc)
 
@@ -135,3 +140,32 @@ def test_failed_resume_keeps_what_the_folder_had(tmp_path, prefect_env, make_tin
 @pytest.fixture(scope="module")
 def make_tiny_config_file() -> Callable[..., Path]:
     return servers.write_tiny_config
+
+
+def _config_cases() -> list:
+    from tests.reliability.cases import CONFIG_CASES
+
+    return CONFIG_CASES
+
+
+@pytest.mark.parametrize("case", _config_cases(), ids=lambda c: c.id)
+def test_config_table_through_the_flow(case, ctx, prefect_env, capsys):
+    """The core table's config faults, through the flow script's ``main``: exit 1, the same file/key and fix,
+    the flow run Failed before any training, nothing written as a checkpoint."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.train_flow import main
+
+    work_dir = ctx.tmp / "flow-runs"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_env["PREFECT_API_URL"]}):
+        code = main([case.config(ctx), "--work-dir", str(work_dir), "--device", "cpu", "--tracking", "off"])
+    stderr = capsys.readouterr().err
+    assert code == 1, stderr[-3000:]
+    for text in [*case.mentions(ctx), case.fix]:
+        assert text in stderr, (text, stderr[-3000:])
+    assert not list(work_dir.rglob("*.pth"))  # refused before training wrote anything
+    for summary_file in work_dir.glob("*/summary.json"):
+        summary = json.loads(summary_file.read_text())
+        assert summary["status"] == "Failed" and summary["failed_stage"] in ("parse_config", "build_dataloaders",
+                                                                             "train")
+        assert _flow_state(prefect_env, summary["flow_run_id"]) == "FAILED"
