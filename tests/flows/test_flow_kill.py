@@ -68,7 +68,7 @@ def _server_of(env: dict[str, str], proc: subprocess.Popen) -> int:
 def _children(mlflow_store: Any, parent: Any) -> dict[str, Any]:
     runs = mlflow_store.client().search_runs([parent.info.experiment_id],
                                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    return {r.info.run_name: r for r in runs}
+    return {r.data.tags.get("antgo.stage", r.info.run_name): r for r in runs}  # run names are "<parent>/<stage>"
 
 
 def test_killed_flows_leave_no_server_and_no_running_mlflow_runs(tmp_path, flow_env, processes, make_tiny_config,
