@@ -30,8 +30,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import cv2, torch, onnxruntime, prefect, mlflow; print('environment ready: torch', torch.__version__)"
 	touch $(STAMP)
 
+# TASK=seg (default) | det | kp | cls: the embedded demo of that task form (configs/demo/demo_$(TASK).py)
+TASK ?= seg
+
 demo: $(STAMP)
-	$(PY) flows/train_flow.py configs/demo/demo_seg.py
+	$(PY) flows/train_flow.py configs/demo/demo_$(TASK).py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -57,16 +57,24 @@ def ensure_demo_data(cfg: Any, config_path: str | os.PathLike) -> list[str]:
     if DEMO_CONFIG_DIR not in path.parents:
         return []
     from antgo.data.datasets.demo import MANIFEST
-    from antgo.data.datasets.synthetic import make_demo_voc
+    from antgo.data.datasets.synthetic_tasks import make_demo
 
     made = []
     for split in SPLITS:
-        folder = ((cfg.get("data") or {}).get(split) or {}).get("dir")
+        split_cfg = (cfg.get("data") or {}).get(split) or {}
+        folder = split_cfg.get("dir")
         if folder and not (Path(folder) / MANIFEST).exists() and str(folder) not in made:
             logger.info("demo data missing in %s: generating it", folder)
-            make_demo_voc(folder)
+            make_demo(demo_task(split_cfg), folder)
             made.append(str(folder))
     return made
+
+
+def demo_task(split_cfg: Any) -> str:
+    """The embedded demo a split reads, from its reader: ImageFolder → cls, COCO2017 → det or kp, else seg."""
+    task_type = str((split_cfg.get("ext_params") or {}).get("task_type", "")).upper()
+    return {"ImageFolder": "cls", "COCO2017": "kp" if task_type == "KEYPOINTS" else "det"}.get(split_cfg.get("type"),
+                                                                                               "seg")
 
 
 @task(name="parse_config", cache_policy=NO_CACHE)
@@ -247,6 +255,7 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
     and ``num_vis`` prediction overlays (image | ground truth | prediction, with a colour legend)."""
     from antgo.engine import Tester
     from antgo.tracking.plots import find_confusion_matrix, log_per_class_plot, plot_confusion_matrix
+    from antgo.tracking.task_plots import task_plots
 
     tracker = _tracker(tracking)
     with tracker.stage("evaluate") as run:
@@ -266,6 +275,12 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
             run.log_dict({"confusion_matrix": cm.tolist(), "class_names": names}, "plots/confusion_matrix.json")
         plots += log_per_class_plot(run, metrics, out_dir)
         vis_files = _overlays(config_path, checkpoint, tester, num_vis, out_dir / "vis", device)
+        for path, folder in task_plots(tester, out_dir, num_vis):  # PR curves, box / keypoint overlays
+            if folder == "plots":
+                run.log_artifact(path, folder)
+                plots.append(path)
+            else:
+                vis_files.append(path)
         for f in vis_files:
             run.log_artifact(f, "predictions")
         if (out_dir / "metrics.json").is_file():

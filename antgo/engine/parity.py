@@ -1,4 +1,9 @@
-"""ONNX ↔ PyTorch parity on real samples: per-output differences, argmax agreement and the metric.
+"""ONNX ↔ PyTorch parity on real samples: per-output differences, decoded predictions and the metric.
+
+Raw outputs are compared element-wise (and by channel argmax for models without a post-process); the decoded
+predictions of torch and onnxruntime (the model's ``onnx_postprocess``, one per task form) are compared by the
+comparators of ``antgo.engine.prediction_parity`` chosen by the metrics' ``keys()['pred']``; the metric is
+computed from both.
 
 ``verify_parity(cfg, onnx_path, checkpoint)`` runs ``model.onnx_export(image)`` and onnxruntime on the same
 batches of ``data.test`` (fallback ``data.val``), writes ``parity.json`` and raises ``ParityError`` when a
@@ -18,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from antgo.engine.evaluation import to_numpy
 from antgo.engine.exporter import build_export_model, load_config
 from antgo.engine.loading import resolve_in_run
+from antgo.engine.prediction_parity import PREDICTION_THRESHOLDS, compare_predictions, prediction_failures
 from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -27,7 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["verify_parity", "ParityError", "DEFAULT_THRESHOLDS"]
 
 DEFAULT_THRESHOLDS = {"max_abs_diff": 1e-3, "mean_abs_diff": 1e-4, "min_argmax_agreement": 0.999,
-                      "max_metric_diff": 1e-3}
+                      "max_metric_diff": 1e-3, **PREDICTION_THRESHOLDS}
 _PARITY_KEYS = {*DEFAULT_THRESHOLDS, "num_samples", "batch_size"}
 _REL_EPS = 1e-6
 
@@ -97,12 +104,13 @@ def _default_predictions(outputs: list[np.ndarray], image: torch.Tensor, pred_ke
                      f"onnx_postprocess(outputs, image) on the model")
 
 
-def _predictions(model: Any, outputs: list[np.ndarray], image: torch.Tensor, metric: Any) -> dict[str, Any]:
+def _predictions(model: Any, outputs: list[np.ndarray], image: torch.Tensor, pred_keys: list[str]
+                 ) -> dict[str, Any]:
+    """The model's post-process when it has one (``onnx_postprocess``), else a default by output shape."""
     post = getattr(model, "onnx_postprocess", None)
     if callable(post):
         preds = post([torch.from_numpy(np.ascontiguousarray(o)) for o in outputs], image)
-        return {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in preds.items()}
-    pred_keys = metric.keys().get("pred", [])
+        return {k: to_numpy(v) for k, v in preds.items()}
     return _default_predictions(outputs, image, pred_keys[0] if len(pred_keys) == 1 else None)
 
 
@@ -114,7 +122,7 @@ class _Stats:
         self.count = self.agree = self.positions = 0
         self.shape: list[int] = []
 
-    def update(self, ref: np.ndarray, got: np.ndarray) -> None:
+    def update(self, ref: np.ndarray, got: np.ndarray, argmax: bool = True) -> None:
         if ref.shape != got.shape:
             raise ValueError(f"onnxruntime output shape {got.shape} differs from torch {ref.shape}")
         ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
@@ -124,7 +132,7 @@ class _Stats:
         self.max_rel = max(self.max_rel, float((diff / (np.abs(ref64) + _REL_EPS)).max(initial=0.0)))
         self.abs_sum += float(diff.sum())
         self.count += diff.size
-        if ref.ndim >= 2 and ref.shape[1] >= 2:
+        if argmax and ref.ndim >= 2 and ref.shape[1] >= 2:
             same = ref.argmax(1) == got.argmax(1)
             self.agree += int(same.sum())
             self.positions += same.size
@@ -164,15 +172,19 @@ def _metric_diff(a: float, b: float) -> float:
 
 
 def _run(model: Any, session: Any, batches: list[dict[str, Any]], cfg: Any, device: torch.device
-         ) -> tuple[dict[str, _Stats], dict[str, Any]]:
+         ) -> tuple[dict[str, _Stats], dict[str, Any], dict[str, Any]]:
     from antgo.metrics import build_metrics
 
     metric_cfg = (cfg.get("evaluation") or {}).get("metric")
     torch_metrics, ort_metrics = build_metrics(metric_cfg), build_metrics(metric_cfg)
     for metric in (*torch_metrics, *ort_metrics):
         metric.reset()
+    pred_keys = list(dict.fromkeys(k for m in torch_metrics for k in m.keys().get("pred", [])))
+    # with a post-process the decoded predictions are compared instead of the raw maps' argmax
+    raw_argmax = not callable(getattr(model, "onnx_postprocess", None))
     out_names = [o.name for o in session.get_outputs()]
     stats = {name: _Stats() for name in out_names}
+    pred_stats: dict[str, Any] = {}
     for batch in batches:
         names, tensors = _feed(session, batch)
         with torch.no_grad():
@@ -183,26 +195,30 @@ def _run(model: Any, session: Any, batches: list[dict[str, Any]], cfg: Any, devi
         if len(got) != len(ref_np):
             raise ValueError(f"parity: the ONNX model has {len(got)} outputs, onnx_export returns {len(ref_np)}")
         for name, r, g in zip(out_names, ref_np, got):
-            stats[name].update(r, np.asarray(g))
+            stats[name].update(r, np.asarray(g), argmax=raw_argmax)
+        torch_preds = _predictions(model, ref_np, tensors[0], pred_keys)
+        ort_preds = _predictions(model, got, tensors[0], pred_keys)
+        compare_predictions(torch_preds, ort_preds, [*pred_keys, *torch_preds], pred_stats)
         for tm, om in zip(torch_metrics, ort_metrics):
             gts = {}
             for key in tm.keys().get("gt", []):
                 if key not in batch:
                     raise ValueError(f"parity: {type(tm).__name__} needs ground truth '{key}' but the test samples "
                                      f"hold {sorted(batch)}; add it to data.test.inputs_def.fields")
-                gts[key] = np.asarray(batch[key])
-            tm.update(_predictions(model, ref_np, tensors[0], tm), gts)
-            om.update(_predictions(model, got, tensors[0], om), gts)
+                gts[key] = to_numpy(batch[key])  # per-sample lists (boxes, keypoints) stay lists
+            tm.update(torch_preds, gts)
+            om.update(ort_preds, gts)
     metrics: dict[str, Any] = {"torch": {}, "onnxruntime": {}, "max_diff": None}
     if torch_metrics:
         t_vals, o_vals = _metric_values(torch_metrics), _metric_values(ort_metrics)
         metrics.update(torch=t_vals, onnxruntime=o_vals,
                        max_diff=max((_metric_diff(t_vals[k], o_vals[k]) for k in t_vals), default=0.0))
-    return stats, metrics
+    return stats, metrics, {k: v.as_dict() for k, v in pred_stats.items()}
 
 
-def _checks(outputs: dict[str, dict[str, Any]], metrics: dict[str, Any], thr: dict[str, float]) -> list[str]:
-    failures = []
+def _checks(outputs: dict[str, dict[str, Any]], metrics: dict[str, Any], predictions: dict[str, Any],
+            thr: dict[str, float]) -> list[str]:
+    failures = prediction_failures(predictions, thr)
     for name, s in outputs.items():
         if not s["max_abs_diff"] <= thr["max_abs_diff"]:
             failures.append(f"output '{name}': max_abs_diff {s['max_abs_diff']:.3g} > {thr['max_abs_diff']:.3g}")
@@ -267,19 +283,19 @@ def verify_parity(cfg: Any, onnx_path: str, checkpoint: str | None = None, work_
     n = int(num_samples or options.get("num_samples", 16))
     batches = _batches(reader, n, int(options.get("batch_size", 4)))
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    stats, metrics = _run(model, session, batches, cfg, dev)
+    stats, metrics, predictions = _run(model, session, batches, cfg, dev)
     outputs = {name: s.as_dict() for name, s in stats.items()}
     from antgo.predict.metadata import metadata_problems
 
     metadata = metadata_problems(session, cfg)  # what `antgo predict --onnx` will rely on
-    failures = _checks(outputs, metrics, thr) + metadata
+    failures = _checks(outputs, metrics, predictions, thr) + metadata
     report = {
         "passed": not failures, "failures": failures, "onnx": os.path.abspath(onnx_path),
         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None, "data": data_key,
         "num_samples": sum(len(next(iter(b.values()))) for b in batches),
-        "batch_sizes": [len(next(iter(b.values()))) for b in batches], "outputs": outputs, "metrics": metrics,
-        "metadata_problems": metadata, "thresholds": thr, "provider": "CPUExecutionProvider",
-        "onnxruntime_version": ort.__version__,
+        "batch_sizes": [len(next(iter(b.values()))) for b in batches], "outputs": outputs,
+        "predictions": predictions, "metrics": metrics, "metadata_problems": metadata, "thresholds": thr,
+        "provider": "CPUExecutionProvider", "onnxruntime_version": ort.__version__,
         "torch_version": str(torch.__version__), "seconds": round(time.perf_counter() - start, 3),
     }
     out_dir = os.fspath(work_dir) if work_dir else os.path.dirname(os.path.abspath(onnx_path))
@@ -290,6 +306,8 @@ def verify_parity(cfg: Any, onnx_path: str, checkpoint: str | None = None, work_
                         + (f", argmax {s['argmax_agreement']:.5f}" if s["argmax_agreement"] is not None else "")
                         for k, s in outputs.items())
     metric_note = f", metric |Δ| {metrics['max_diff']:.2e}" if metrics["max_diff"] is not None else ""
+    metric_note += "".join(f", {key}: " + ", ".join(f"{n} {v:.4g}" for n, v in entries.items() if v is not None)
+                           for key, entries in predictions.items())
     logger.info("parity %s on %d samples (%s%s)", "PASSED" if not failures else "FAILED", report["num_samples"],
                 summary, metric_note)
     if failures:

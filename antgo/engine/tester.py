@@ -119,6 +119,9 @@ class Tester:
         spec = self.metrics[0].keys() if callable(getattr(self.metrics[0], "keys", None)) else {}
         pred_key = (spec.get("pred") or [None])[0]
         gt_key = (spec.get("gt") or [None])[0]
+        if pred_key != "pred_segments":  # boxes / keypoints are drawn by antgo.tracking.task_plots
+            logger.info("no mask visualisation for '%s' predictions", pred_key)
+            return []
         os.makedirs(vis_dir, exist_ok=True)
         files: list[str] = []
         for index, pred, gt in samples:

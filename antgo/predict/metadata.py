@@ -19,14 +19,16 @@ METADATA_VERSION = "1"
 CHECKED_FIELDS = ("task", "input_name", "input_size", "resize", "pixel_scale", "mean", "std", "colour_order",
                   "class_names")
 # The prediction key a metric reads tells the task; models and metrics of new tasks only need matching keys.
-_TASK_BY_PRED_KEY = {"pred_segments": "segmentation", "pred_boxes": "detection", "pred_bboxes": "detection",
+_TASK_BY_PRED_KEY = {"pred_segments": "segmentation", "box": "detection", "pred_joints2d": "keypoints",
+                     "pred": "classification", "pred_boxes": "detection", "pred_bboxes": "detection",
                      "pred_keypoints": "keypoints", "pred_joints": "keypoints", "pred_labels": "classification",
                      "pred_label": "classification", "pred_classes": "classification"}
 OUTPUT_MEANING = {
     "segmentation": "per-class scores (N, C, h, w), h and w possibly a fraction of the input size: resize "
                     "bilinearly to the input size, argmax over C gives the class index of each pixel",
     "classification": "per-class scores (N, C): softmax over C gives class probabilities",
-    "detection": "boxes and scores in input-image pixels (see the model's onnx_postprocess)",
+    "detection": "raw head tensors (e.g. CenterNet's heat map, size and offset maps); the model's "
+                 "onnx_postprocess decodes them into boxes, scores and labels in input-image pixels",
     "keypoints": "keypoint heatmaps or coordinates in input-image pixels (see the model's onnx_postprocess)",
 }
 

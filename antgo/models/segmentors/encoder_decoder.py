@@ -6,12 +6,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from antgo.models.base import BaseModule
-from antgo.registry import HEADS, MODELS
+from antgo.models._backbone_head import BackboneHeadModel
+from antgo.registry import MODELS
 
 
 @MODELS.register_module()
-class EncoderDecoder(BaseModule):
+class EncoderDecoder(BackboneHeadModel):
     """Semantic segmentation: ``backbone(image)`` → list of maps → optional ``neck`` → ``decode_head``.
 
     - ``forward_train(image, segments)`` → ``decode_head.loss(logits, segments.long())`` (``loss_seg`` and any
@@ -24,20 +24,9 @@ class EncoderDecoder(BaseModule):
 
     def __init__(self, backbone: dict, decode_head: dict, neck: dict | None = None, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.backbone = MODELS.build(backbone, key_path="model.backbone")
-        self.with_neck = neck is not None
-        if neck is not None:
-            self.neck = MODELS.build(neck, key_path="model.neck")
-        self.decode_head = HEADS.build(decode_head, key_path="model.decode_head")
-        self.train_cfg = train_cfg
-        self.test_cfg = dict(test_cfg or {})
+        super().__init__(backbone, decode_head, neck, train_cfg, dict(test_cfg or {}), init_cfg,
+                         head_attr="decode_head")
         self.align_corners = bool(getattr(self.decode_head, "align_corners", False))
-
-    def extract_feat(self, image: torch.Tensor) -> Any:
-        """Backbone (and neck) features of ``image``."""
-        x = self.backbone(image)
-        return self.neck(x) if self.with_neck else x
 
     def forward_train(self, image: torch.Tensor, segments: torch.Tensor, **kwargs: Any) -> dict[str, torch.Tensor]:
         logits = self.decode_head(self.extract_feat(image))
