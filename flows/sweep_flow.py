@@ -36,6 +36,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, TrackingContext, error_text  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.report import in_prefect_run, publish_mlflow_link  # noqa: E402
+from flows.server import script_server  # noqa: E402
 from flows.sweep_study import (OptunaPruningHook, SweepError, create_study, grid_size, load_space,  # noqa: E402,F401
                                parse_grid, suggest)
 from flows.train_flow import DEFAULT_CONFIG, make_run_dir, resolve_config  # noqa: E402
@@ -302,11 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         grid = parse_grid(args.grid) if args.grid else None
-        summary = antgo_sweep(config=args.config, grid=grid, search=args.search, trials=args.trials,
-                              sampler=args.sampler, prune=not args.no_prune, seed=args.seed,
-                              max_epochs=args.max_epochs, concurrency=args.concurrency, cfg_options=args.cfg_options,
-                              work_dir=args.work_dir, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                              device=args.device, alias=args.alias, study_storage=args.study_storage)
+        with script_server("antgo sweep"):
+            summary = antgo_sweep(config=args.config, grid=grid, search=args.search, trials=args.trials,
+                                  sampler=args.sampler, prune=not args.no_prune, seed=args.seed,
+                                  max_epochs=args.max_epochs, concurrency=args.concurrency,
+                                  cfg_options=args.cfg_options, work_dir=args.work_dir, experiment=args.experiment,
+                                  tracking_uri=args.tracking_uri, device=args.device, alias=args.alias,
+                                  study_storage=args.study_storage)
     except Exception as exc:
         print(f"antgo sweep Failed: {error_text(exc)}", file=sys.stderr)
         return 1

@@ -142,8 +142,8 @@ def build_dataloaders(config_path: str, run_dir: str, tracking: dict[str, Any],
         run.log_metrics({f"samples/{k}": v for k, v in sizes.items()})
         from antgo.tracking.inputs import log_datasets
 
-        if tracker.enabled:
-            log_datasets(tracker.client, tracker.parent_run_id, readers, cfg.get("data"))
+        tracker.guarded(tracker.parent_run_id, "log_inputs (datasets)",  # skipped while MLflow is unreachable
+                        lambda: log_datasets(tracker.client, tracker.parent_run_id, readers, cfg.get("data")))
         num_classes = _num_classes(cfg)
         hist = class_pixel_histogram(readers["train"].dataset, num_classes, max_samples=histogram_max_samples)
         hist["class_names"] = _class_names(readers["train"].dataset, len(hist["counts"]))
@@ -333,7 +333,7 @@ def export(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, 
            registered_model_name: str | None) -> dict[str, Any]:
     """``Exporter.export`` to ONNX; log the file and an MLflow ONNX model, register a version."""
     from antgo.engine import Exporter
-    from antgo.tracking.registry import log_onnx_model
+    from antgo.tracking.registry import RegisteredOnnx, log_onnx_model
 
     tracker = _tracker(tracking)
     with tracker.stage("export") as run:
@@ -346,7 +346,10 @@ def export(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str, 
         data_file = Path(onnx_path + ".data")
         if data_file.is_file():
             run.log_artifact(data_file, "onnx")
-        registered = log_onnx_model(tracker, run.run_id, onnx_path, registered_model_name)
+        registered = tracker.guarded(  # None while MLflow is unreachable: the ONNX file is in the run folder
+            run.run_id, f"log ONNX model {onnx_path}",
+            lambda: log_onnx_model(tracker, run.run_id, onnx_path, registered_model_name)) \
+            or RegisteredOnnx(None, registered_model_name, None)
         run.set_tags({"antgo.model_name": registered.name, "antgo.model_version": registered.version})
     return {"onnx_path": onnx_path, **registered.to_dict()}
 
@@ -380,13 +383,19 @@ def verify(config_path: str, run_dir: str, onnx_path: str, checkpoint: str, trac
         report = dict(report or {})
         _log_parity(tracker, run, report, passed)
         tags = version_tags(test_metrics or {}, parity_numbers(report), config_hash, score_metric, rule)
-        tag_version(tracker, model_name, model_version, {**tags, "parity": "passed"})
-        champion = None
-        if alias and model_name and model_version:
-            champion = choose_champion(tracker, model_name, score_metric, rule, alias) if score_metric else None
-            if champion is None:  # nothing to rank by: the verified version takes the alias
-                set_version_alias(tracker, model_name, model_version, alias)
-                champion = model_version
+
+        def register() -> str | None:
+            tag_version(tracker, model_name, model_version, {**tags, "parity": "passed"})
+            champion = None
+            if alias and model_name and model_version:
+                champion = choose_champion(tracker, model_name, score_metric, rule, alias) if score_metric else None
+                if champion is None:  # nothing to rank by: the verified version takes the alias
+                    set_version_alias(tracker, model_name, model_version, alias)
+                    champion = model_version
+            return champion
+
+        # None while MLflow is unreachable: the verdict is in the run folder, the registry is left as it was
+        champion = tracker.guarded(run.run_id, f"tag {model_name} v{model_version}, choose @{alias}", register)
     return {"report": report, "passed": passed, "champion": champion,
             "alias": alias if model_version and champion == model_version else None}
 

@@ -3,12 +3,18 @@
 Script usage::
 
     python flows/train_flow.py CONFIG [--cfg-options k=v ...] [--work-dir D] [--max-epochs N]
+                                      [--tracking required|optional|off]
     python flows/train_flow.py --serve            # serve deployment antgo/full-pipeline
 
 Each run writes into a new folder ``<work_dir>/<YYYYmmdd-HHMMSS>-<flow run name>/`` (``work_dir`` defaults to
 ``work_dirs/<config stem>``), so re-running never mixes results; ``--resume FOLDER`` (or ``latest``)
 continues an existing folder from its ``latest.pth``. MLflow: one parent run per pipeline, one child run per
 stage, in ``<repo>/mlruns`` unless ``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` says otherwise.
+
+Tracking (``--tracking``, else ``$ANTGO_TRACKING``, else the config's ``mlflow.tracking``, else ``required``):
+an unreachable store fails the pipeline before anything is created when it is ``required``; ``optional`` warns
+and runs without MLflow (everything stays in the run folder); ``off`` never contacts it. Without
+``PREFECT_API_URL`` the script starts a temporary Prefect server that it owns and stops (``flows/server.py``).
 """
 from __future__ import annotations
 
@@ -34,9 +40,13 @@ from prefect import flow  # noqa: E402
 
 from antgo.engine.runlock import RunLock  # noqa: E402
 from antgo.fileio import atomic_write_text  # noqa: E402
-from antgo.tracking.runs import PipelineTracker, error_text  # noqa: E402
-from antgo.tracking.store import browse_hint, resolve_tracking_uri  # noqa: E402
+from antgo.tracking.runs import PipelineTracker, error_text, is_interrupt  # noqa: E402
+from antgo.tracking.store import (TrackingUnavailableError, browse_hint, check_reachable,  # noqa: E402
+                                  resolve_tracking_uri)
+from antgo.tracking.transport import SPOOL_NAME  # noqa: E402
 from flows import tasks  # noqa: E402
+from flows.server import script_server  # noqa: E402
+from flows.tracking_mode import TRACKING_MODES, check_tracking, open_tracker, tracking_mode  # noqa: E402
 from flows.report import publish_mlflow_link, publish_summary, summary_markdown  # noqa: E402
 
 logger = logging.getLogger("antgo.flows")
@@ -51,7 +61,8 @@ def resolve_config(config: str) -> Path:
     if not path.is_absolute() and not path.exists() and (_ROOT / path).exists():
         path = _ROOT / path
     if not path.is_file():
-        raise FileNotFoundError(f"config file {config} not found (looked in {Path.cwd()} and {_ROOT})")
+        places = " and ".join(dict.fromkeys(str(p) for p in (Path.cwd(), _ROOT)))
+        raise FileNotFoundError(f"config file {config} not found (looked in {places}); check the path")
     return path.resolve()
 
 
@@ -92,6 +103,10 @@ def _close_mlflow_runs(flow: Any, flow_run: Any, state: Any) -> None:
 
     try:
         uri = resolve_tracking_uri((flow_run.parameters or {}).get("tracking_uri"))
+        if check_reachable(uri, timeout=2.0) is not None:  # a dead server: the next start closes them
+            logger.warning("MLflow at %s unreachable: runs of flow run %s are closed at the next start", uri,
+                           flow_run.id)
+            return
         closed = close_runs_of_flow_run(uri, str(flow_run.id), reason=f"Prefect state {state.name}: "
                                                                        f"{state.message or ''}".strip())
         if closed:
@@ -107,19 +122,21 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
           tracking_uri: str | None = None, parity_thresholds: dict[str, float] | None = None,
           parity_samples: int | None = None, num_vis: int = 4, alias: str = "champion",
           resume: str | None = None, loader_context: str | None = "fork", nproc_per_node: int | None = None,
-          launch: dict[str, Any] | None = None) -> dict[str, Any]:
+          launch: dict[str, Any] | None = None, tracking: str | None = None) -> dict[str, Any]:
     """Run every stage of the pipeline; returns the summary (metrics, parity, paths, MLflow ids).
 
     ``max_epochs`` None = the config's ``max_epochs``; ``parity_thresholds`` override the config's;
     ``alias`` goes to the best registered version that passed parity (by the ``save_best`` metric);
     ``loader_context`` is the DataLoader workers' multiprocessing context (fork avoids re-importing this module
     per worker); ``nproc_per_node`` > 1 (or ``launch``: torchrun's multi-node options, see flows/launch.py)
-    trains under torchrun.
+    trains under torchrun; ``tracking``: required / optional / off (None: ``$ANTGO_TRACKING``, the config's
+    ``mlflow.tracking``).
     """
     launch = {**(launch or {}), **({"nproc_per_node": nproc_per_node} if nproc_per_node else {})}
     with _antgo_logs_at_info():
         return _run_pipeline(config, cfg_options, work_dir, max_epochs, device, experiment, tracking_uri,
-                             parity_thresholds, parity_samples, num_vis, alias, resume, loader_context, launch)
+                             parity_thresholds, parity_samples, num_vis, alias, resume, loader_context, launch,
+                             tracking)
 
 
 @contextmanager
@@ -139,17 +156,19 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
                   device: str | None, experiment: str | None, tracking_uri: str | None,
                   parity_thresholds: dict[str, float] | None, parity_samples: int | None, num_vis: int,
                   alias: str, resume: str | None, loader_context: str | None,
-                  launch: dict[str, Any] | None = None) -> dict[str, Any]:
+                  launch: dict[str, Any] | None = None, tracking: str | None = None) -> dict[str, Any]:
     """The flow's body: open the MLflow parent run, call the stage tasks in order, close and summarise."""
     config_path = resolve_config(config)
+    mode = tracking_mode(tracking, config_path, cfg_options)
+    uri = resolve_tracking_uri(tracking_uri)
+    reachable = check_tracking(mode, uri)  # before the run folder: an unreachable required store leaves nothing
     flow_run_id, flow_run_name = _flow_run()
     run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)
     run_lock = RunLock(run_dir, purpose="flow").acquire()  # the Trainer's lock: a folder in use is refused
     try:
-        tracker = PipelineTracker.start(
-            experiment or config_path.stem, run_name=run_dir.name, tracking_uri=tracking_uri,
-            tags={"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
-                  "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
+        tracker = open_tracker(mode, reachable, uri, experiment or config_path.stem, run_dir, tags={
+            "prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
+            "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})
     except BaseException:
         run_lock.release()
         raise
@@ -157,7 +176,8 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         "status": "Running", "config": str(config_path), "run_dir": str(run_dir),
         "tracking_uri": tracker.ctx.tracking_uri, "experiment_id": tracker.ctx.experiment_id,
         "mlflow_run_id": tracker.parent_run_id, "mlflow_url": tracker.url(),
-        "mlflow_experiment_url": tracker.experiment_url(), "flow_run_id": flow_run_id}
+        "mlflow_experiment_url": tracker.experiment_url(), "flow_run_id": flow_run_id,
+        "tracking": mode if tracker.enabled else f"{mode}: not used"}
     logger.info("pipeline run folder: %s", run_dir)
     track = tracker.ctx.to_dict()
     stage = "start"  # from here on a failure closes the parent run as FAILED
@@ -227,6 +247,7 @@ def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
 def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
     """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
     try:
+        _keep_previous_summary(Path(summary["run_dir"]), summary.get("flow_run_id"))
         atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
@@ -239,7 +260,37 @@ def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseExceptio
         tracker.end(tracker.parent_run_id, exc)
     except Exception:
         logger.exception("could not close the MLflow parent run")
+    _report_undelivered(tracker, summary, exc)
     publish_summary(summary)
+
+
+def _keep_previous_summary(run_dir: Path, flow_run_id: str | None) -> None:
+    """A resumed folder keeps the summary of its earlier attempt as ``summary.<its time>.json``."""
+    path = run_dir / "summary.json"
+    try:
+        previous = json.loads(path.read_text())
+    except OSError:
+        return
+    except ValueError:
+        previous = {}
+    if previous.get("flow_run_id") == flow_run_id and flow_run_id:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    path.rename(run_dir / f"summary.{stamp}.json")
+
+
+def _report_undelivered(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
+    """Drain the tracking queue (seconds only after SIGTERM) and warn about what MLflow never received."""
+    lines = tracker.close(timeout=3.0 if is_interrupt(exc) else None)
+    if not lines:
+        return
+    summary["tracking_undelivered"] = lines
+    logger.warning("MLflow at %s did not receive everything (kept in %s):\n  %s", tracker.ctx.tracking_uri,
+                   tracker.ctx.spool, "\n  ".join(lines))
+    try:
+        atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
+    except OSError:
+        logger.exception("could not write the run summary")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -266,6 +317,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  registered model: {model.get('name')} v{model['version']}"
                      + (f" (alias @{alias})" if alias else f" (no alias; champion v{summary['champion_version']})"
                         if summary.get("champion_version") else " (no alias)"))
+    if summary.get("tracking_undelivered"):
+        lines.append(f"  WARNING: MLflow did not receive (kept in {Path(summary['run_dir']) / SPOOL_NAME}):")
+        lines += [f"    {line}" for line in summary["tracking_undelivered"]]
     lines.append(f"  run folder: {summary.get('run_dir')}")
     if summary.get("onnx_path"):
         lines.append(f"  ONNX: {summary['onnx_path']}")
@@ -300,6 +354,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--alias", default="champion", help="alias for a registered version that passes parity")
     p.add_argument("--resume", default=None, help="existing run folder (or 'latest') to continue")
     p.add_argument("--nproc-per-node", type=int, default=None, help="train under torchrun with N processes")
+    p.add_argument("--tracking", choices=TRACKING_MODES, default=None,
+                   help="MLflow: required (default; an unreachable store fails at once), optional (warn, run "
+                        "without it), off. Also $ANTGO_TRACKING or mlflow=dict(tracking=...) in the config")
     p.add_argument("--serve", action="store_true", help=f"serve deployment antgo/{DEPLOYMENT_NAME}")
     return p.parse_args(argv)
 
@@ -309,20 +366,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve_deployment()
         return 0
-    try:  # fail before starting Prefect (a temporary server takes seconds) when the file is not there
-        resolve_config(args.config)
-    except FileNotFoundError as exc:
+    try:  # fail before starting Prefect (a temporary server takes seconds): missing file, unreachable tracking
+        config_path = resolve_config(args.config)
+        if tracking_mode(args.tracking, config_path, args.cfg_options) == "required":
+            check_tracking("required", resolve_tracking_uri(args.tracking_uri))
+    except (FileNotFoundError, ValueError, TrackingUnavailableError) as exc:
         print(f"antgo pipeline Failed: {exc}", file=sys.stderr)
         return 1
     thresholds = None
     if args.parity:
         thresholds = {k: float(v) for k, v in (item.split("=", 1) for item in args.parity)}
     try:
-        summary = antgo(config=args.config, cfg_options=args.cfg_options, work_dir=args.work_dir,
-                        max_epochs=args.max_epochs, device=args.device, experiment=args.experiment,
-                        tracking_uri=args.tracking_uri, parity_thresholds=thresholds,
-                        parity_samples=args.parity_samples, num_vis=args.num_vis, alias=args.alias,
-                        resume=args.resume, nproc_per_node=args.nproc_per_node)
+        with script_server("antgo pipeline"):
+            summary = antgo(config=args.config, cfg_options=args.cfg_options, work_dir=args.work_dir,
+                            max_epochs=args.max_epochs, device=args.device, experiment=args.experiment,
+                            tracking_uri=args.tracking_uri, parity_thresholds=thresholds,
+                            parity_samples=args.parity_samples, num_vis=args.num_vis, alias=args.alias,
+                            resume=args.resume, nproc_per_node=args.nproc_per_node, tracking=args.tracking)
     except Exception as exc:
         summary = getattr(exc, "antgo_summary", None)
         print(format_summary(summary) if summary else f"antgo pipeline Failed: {error_text(exc)}",

@@ -2,7 +2,8 @@
 
 A synchronous ``log_metric`` over HTTP costs 11-55 ms; one ``log_batch`` of a few hundred metrics costs about
 the same, so the hook buffers and flushes every ``flush_every`` iterations, at each epoch end, after each
-validation and after the run.
+validation and after the run. A flush only queues the batch: the tracker's background transport sends it, so a
+slow or dead tracking server never stalls the loop.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from typing import Any
 
 from antgo.engine.hooks import Hook
-from antgo.tracking.runs import METRICS_PER_BATCH, PipelineTracker
+from antgo.tracking.runs import PipelineTracker
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,11 @@ class MlflowLoggerHook(Hook):
             self._buffer.append(Metric(str(key), number, now, int(step)))
 
     def flush(self) -> None:
-        """Send everything buffered (in chunks of MLflow's 1000-metric batch limit)."""
+        """Hand everything buffered to the tracker's background queue (never waits on the network)."""
         if not self._buffer:
             return
         buffer, self._buffer, self._pending_steps = self._buffer, [], 0
-        try:
-            for i in range(0, len(buffer), METRICS_PER_BATCH):
-                self.tracker.client.log_batch(self.run_id, metrics=buffer[i:i + METRICS_PER_BATCH])
-                self.flushes += 1
-        except Exception:  # a tracking outage must not kill a long training run
-            logger.exception("MLflow log_batch failed; %d metric values dropped", len(buffer))
+        self.flushes += self.tracker.log_metric_batch(self.run_id, buffer)
 
     def after_iter(self, trainer: Any) -> None:
         if not self._active(trainer) or not getattr(trainer, "log_ready", True):

@@ -10,16 +10,21 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from antgo.tracking.store import PROJECT_ROOT, ensure_experiment, experiment_url, resolve_tracking_uri, run_url
+from antgo.config.secrets import MASK, is_secret_key, mask_secrets
+from antgo.tracking.lifecycle import close_orphaned_runs, owner_tags
+from antgo.tracking.store import (PROJECT_ROOT, bound_http_retries, ensure_experiment, experiment_url,
+                                  resolve_tracking_uri, run_url)
+from antgo.tracking.transport import Op, Transport, release_transport, transport_for, undelivered_report
 
 logger = logging.getLogger(__name__)
 
@@ -72,52 +77,104 @@ def error_text(exc: BaseException | str) -> str:
 
 @dataclass
 class TrackingContext:
-    """What the stages need to reach the pipeline's parent run (small and JSON-able, passed between tasks)."""
+    """What the stages need to reach the pipeline's parent run (small and JSON-able, passed between tasks).
+
+    ``spool``: the file in the run folder where calls that could not be delivered are kept.
+    """
 
     tracking_uri: str
     experiment_id: str
     parent_run_id: str | None
+    spool: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrackingContext":
-        return cls(**{k: data.get(k) for k in ("tracking_uri", "experiment_id", "parent_run_id")})
+        return cls(**{k: data.get(k) for k in ("tracking_uri", "experiment_id", "parent_run_id", "spool")})
+
+
+def is_interrupt(exc: BaseException | str | None) -> bool:
+    """SIGTERM (Prefect's TerminationSignal), Ctrl-C, SystemExit: the run was killed, not failed."""
+    return isinstance(exc, BaseException) and not isinstance(exc, Exception)
+
+
+def mask_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Secret-looking keys masked, also inside ``key=value`` override strings (``--cfg-options``)."""
+    masked = mask_secrets(dict(params))
+    for key, value in masked.items():
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            masked[key] = [_mask_option(v) for v in value]
+        elif isinstance(value, str):
+            masked[key] = _mask_option(value)
+    return masked
+
+
+def _mask_option(text: str) -> str:
+    """``data.x.password=v`` -> ``data.x.password=******``; other text (a markdown note, a path) unchanged."""
+    key, sep, value = text.partition("=")
+    if not (sep and value and _OPTION_KEY.match(key)):
+        return text
+    return f"{key}={MASK}" if is_secret_key(key.lstrip("+")) else text
+
+
+_OPTION_KEY = re.compile(r"^\+?[\w.\-]+$")
 
 
 class PipelineTracker:
-    """Creates, logs to and closes the parent and child runs of one pipeline."""
+    """Creates, logs to and closes the parent and child runs of one pipeline.
+
+    Logging goes through the pipeline's :class:`~antgo.tracking.transport.Transport` (a bounded background
+    queue); run creation and termination are bounded synchronous calls that return None while the store is
+    unreachable.
+    """
 
     def __init__(self, ctx: TrackingContext, enabled: bool | None = None) -> None:
         self.ctx = ctx
-        self.enabled = is_rank_zero() if enabled is None else enabled
+        # no parent run (tracking off or unavailable, rank != 0): nothing to log into
+        self.enabled = (is_rank_zero() and bool(ctx.parent_run_id)) if enabled is None else enabled
         self._client = None
+        self.closed_orphans: list[Any] = []  # parent runs of dead pipelines that start() marked KILLED
         self._parent_name: str | None = None
 
     # --- construction -------------------------------------------------------------------------------------
     @classmethod
     def start(cls, experiment: str, run_name: str, tracking_uri: str | None = None,
-              tags: Mapping[str, Any] | None = None) -> "PipelineTracker":
+              tags: Mapping[str, Any] | None = None, spool: str | os.PathLike | None = None) -> "PipelineTracker":
         """Open the parent run of a pipeline in ``experiment`` (created on demand)."""
         from mlflow.tracking import MlflowClient
 
+        bound_http_retries()
         uri = resolve_tracking_uri(tracking_uri)
         if not is_rank_zero():
             return cls(TrackingContext(uri, "", None), enabled=False)
         client = MlflowClient(tracking_uri=uri)
         exp_id = ensure_experiment(client, experiment, uri)
-        all_tags = {"antgo.pipeline": "true", **{k: str(v) for k, v in (tags or {}).items() if v is not None}}
+        all_tags = {"antgo.pipeline": "true", **owner_tags(),
+                    **{k: str(v) for k, v in mask_params(tags or {}).items() if v is not None}}
         commit = git_commit()
         if commit:
             all_tags.setdefault("mlflow.source.git.commit", commit)
             all_tags.setdefault("antgo.git_commit", commit)
+        try:
+            orphans = close_orphaned_runs(client, exp_id)
+        except Exception as exc:  # housekeeping of earlier pipelines must not stop this one
+            logger.warning("could not check experiment %r for runs left RUNNING by killed pipelines: %s",
+                           experiment, exc)
+            orphans = []
         run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
-        tracker = cls(TrackingContext(uri, exp_id, run.info.run_id), enabled=True)
+        tracker = cls(TrackingContext(uri, exp_id, run.info.run_id, str(spool) if spool else None), enabled=True)
         tracker._client = client
+        tracker.closed_orphans = orphans
         tracker._parent_name = run_name
         logger.info("MLflow run %s in experiment %r (%s)", run.info.run_id, experiment, uri)
         return tracker
+
+    @classmethod
+    def disabled(cls, tracking_uri: str) -> "PipelineTracker":
+        """A tracker that logs nothing (tracking optional and the store unreachable, or tracking off)."""
+        return cls(TrackingContext(tracking_uri, "", None), enabled=False)
 
     @property
     def client(self) -> Any:
@@ -128,6 +185,11 @@ class PipelineTracker:
         return self._client
 
     @property
+    def transport(self) -> Transport:
+        """The pipeline's transport, shared by every tracker built from the same context in this process."""
+        return transport_for(self.ctx.parent_run_id or self.ctx.tracking_uri, self.ctx.tracking_uri, self.ctx.spool)
+
+    @property
     def parent_run_id(self) -> str | None:
         return self.ctx.parent_run_id
 
@@ -135,6 +197,9 @@ class PipelineTracker:
         """Link to ``run_id`` (default: the parent run) in the MLflow UI."""
         run_id = run_id or self.ctx.parent_run_id
         return run_url(self.ctx.tracking_uri, self.ctx.experiment_id, run_id) if run_id else None
+
+    def _active(self, run_id: str | None) -> bool:
+        return self.enabled and run_id is not None
 
     def child_name(self, stage: str) -> str:
         """``<parent run name>/<stage>``: charts and the Compare page can tell two pipelines' stages apart."""
@@ -149,21 +214,33 @@ class PipelineTracker:
     # --- runs ---------------------------------------------------------------------------------------------
     def start_child(self, name: str, tags: Mapping[str, Any] | None = None) -> str | None:
         """A nested run under the parent (``mlflow.parentRunId`` is what makes the UI nest it); the stage name
-        is in the ``antgo.stage`` tag, the run name is :meth:`child_name`."""
+        is in the ``antgo.stage`` tag, the run name is :meth:`child_name`.
+
+        None while the store is unreachable: the stage then runs without a run of its own.
+        """
         if not self.enabled:
             return None
         all_tags = {"mlflow.parentRunId": self.ctx.parent_run_id, "antgo.stage": name}
-        all_tags.update({k: str(v) for k, v in (tags or {}).items() if v is not None})
-        return self.client.create_run(self.ctx.experiment_id, run_name=self.child_name(name),
-                                      tags=all_tags).info.run_id
+        all_tags.update({k: str(v) for k, v in mask_params(tags or {}).items() if v is not None})
+        run = self.transport.call(Op("run", self.ctx.parent_run_id, {"call": f"create child run {name}"},
+                                     lambda: self.client.create_run(self.ctx.experiment_id,
+                                                                    run_name=self.child_name(name), tags=all_tags)))
+        return run.info.run_id if run is not None else None
 
     def end(self, run_id: str | None, error: BaseException | str | None = None) -> None:
-        """FINISHED, or FAILED with the error text in the ``error`` tag."""
-        if not self.enabled or run_id is None:
+        """FINISHED, FAILED with the error text in the ``error`` tag, or KILLED when the process was stopped."""
+        if not self._active(run_id):
             return
-        if error is not None:
-            self.client.set_tag(run_id, "error", error_text(error))
-        self.client.set_terminated(run_id, status="FAILED" if error is not None else "FINISHED")
+        status = "KILLED" if is_interrupt(error) else "FAILED" if error is not None else "FINISHED"
+
+        def send() -> None:
+            if error is not None:
+                self.client.set_tag(run_id, "error", error_text(error))
+            self.client.set_terminated(run_id, status=status)
+
+        # a stopped process drains for seconds, not for the full flush deadline
+        self.transport.call(Op("run", run_id, {"call": f"set_terminated {status}"}, send),
+                            flush_timeout=5.0 if is_interrupt(error) else None)
 
     @contextmanager
     def stage(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator["StageRun"]:
@@ -179,60 +256,100 @@ class PipelineTracker:
             raise
         self.end(run.run_id)
 
+    def guarded(self, run_id: str | None, what: str, send: Callable[[], Any]) -> Any:
+        """A synchronous call that is not a plain log (model registry, fluent API): None when the store is down."""
+        if not self._active(run_id):
+            return None
+        return self.transport.call(Op("run", run_id, {"call": what}, send))
+
+    def close(self, timeout: float | None = None) -> list[str]:
+        """Drain the queue (bounded) and return one line per kind of call that was not delivered."""
+        if not self.enabled:
+            return []
+        transport = release_transport(self.ctx.parent_run_id or self.ctx.tracking_uri)
+        return undelivered_report(transport.close(timeout)) if transport is not None else []
+
     # --- logging ------------------------------------------------------------------------------------------
     def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
-        if not self.enabled or run_id is None:
+        if not self._active(run_id):
             return
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, error_text(str(v))) for k, v in tags.items() if v is not None]
+        texts = {k: error_text(str(v)) for k, v in mask_params(tags).items() if v is not None}
+        items = [RunTag(k, v) for k, v in texts.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, tags=items[i:i + 100])
+            chunk = items[i:i + 100]
+            self.transport.submit(Op("tags", run_id, {"tags": {t.key: t.value for t in chunk}},
+                                     lambda chunk=chunk: self.client.log_batch(run_id, tags=chunk)))
 
     def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
-        """Log a flat dict as params, cut to MLflow's key/value limits, 100 per call."""
-        if not self.enabled or run_id is None:
+        """Log a flat dict as params (secrets masked), cut to MLflow's key/value limits, 100 per call."""
+        if not self._active(run_id):
             return
         from mlflow.entities import Param
 
         items: dict[str, str] = {}
-        for key, value in params.items():
+        for key, value in mask_params(params).items():
             key = str(key)[:MAX_PARAM_KEY]
             text = value if isinstance(value, str) else json.dumps(value, default=str)
             items.setdefault(key, text if len(text) <= MAX_PARAM_VALUE else text[: MAX_PARAM_VALUE - 3] + "...")
         pairs = [Param(k, v) for k, v in items.items()]
         for i in range(0, len(pairs), PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=pairs[i:i + PARAMS_PER_BATCH])
+            chunk = pairs[i:i + PARAMS_PER_BATCH]
+            self.transport.submit(Op("params", run_id, {"params": {p.key: p.value for p in chunk}},
+                                     lambda chunk=chunk: self.client.log_batch(run_id, params=chunk)))
 
     def log_metrics(self, run_id: str | None, metrics: Mapping[str, Any], step: int = 0) -> None:
         """Numeric entries of ``metrics`` at ``step`` in one call (non-numbers are skipped)."""
-        if not self.enabled or run_id is None:
+        if not self._active(run_id):
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if is_number(v)]
-        for i in range(0, len(items), METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=items[i:i + METRICS_PER_BATCH])
+        self.log_metric_batch(run_id, [Metric(str(k), float(v), now, int(step))
+                                       for k, v in metrics.items() if is_number(v)])
+
+    def log_metric_batch(self, run_id: str | None, metrics: list[Any]) -> int:
+        """Queue ``mlflow.entities.Metric`` objects, at most MLflow's 1000 per call; returns the calls queued."""
+        if not self._active(run_id):
+            return 0
+        calls = 0
+        for i in range(0, len(metrics), METRICS_PER_BATCH):
+            chunk = metrics[i:i + METRICS_PER_BATCH]
+            payload = {"metrics": [(m.key, m.value, m.step) for m in chunk]}
+            self.transport.submit(Op("metrics", run_id, payload,
+                                     lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk)))
+            calls += 1
+        return calls
 
     def log_artifact(self, run_id: str | None, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        if not self.enabled or run_id is None:
+        if not self._active(run_id):
             return
         path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(run_id, str(path), artifact_path)
+
+        def send() -> None:
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(run_id, str(path), artifact_path)
+
+        self.transport.submit(Op("artifact", run_id, {"path": str(path), "artifact_path": artifact_path}, send))
 
     def log_dict(self, run_id: str | None, data: Any, artifact_file: str) -> None:
         """``data`` as a JSON artifact named ``artifact_file`` (may contain a folder)."""
-        if not self.enabled or run_id is None:
+        if not self._active(run_id):
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact_file).name
-            path.write_text(json.dumps(data, indent=2, default=str))
-            folder = str(Path(artifact_file).parent)
-            self.log_artifact(run_id, path, None if folder == "." else folder)
+        text = json.dumps(data, indent=2, default=str)
+        folder = str(Path(artifact_file).parent)
+
+        def send() -> None:  # the file exists only while it is sent: the queue may send it later
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / Path(artifact_file).name
+                path.write_text(text)
+                self.client.log_artifact(run_id, str(path), None if folder == "." else folder)
+
+        payload = {"path": artifact_file, "data": data if len(text) <= 100_000 else "(too large to keep)"}
+        self.transport.submit(Op("artifact", run_id, payload, send))
 
 
 class StageRun:

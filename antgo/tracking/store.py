@@ -25,10 +25,30 @@ TELEMETRY_OFF = {
 }
 
 
+def _env_defaults(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+
+
 def disable_telemetry() -> None:
     """Turn MLflow/Prefect telemetry off unless the user set these variables explicitly."""
-    for key, value in TELEMETRY_OFF.items():
-        os.environ.setdefault(key, value)
+    _env_defaults(TELEMETRY_OFF)
+
+
+# MLflow's defaults (120 s timeout, 7 retries, backoff factor 2) make one call to a dead server take minutes.
+# Bounded instead: a refused connection fails in ~3 s, a hung server in at most ~35 s per call (and the
+# background queue in antgo.tracking.transport keeps even that out of the training loop).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+}
+
+
+def bound_http_retries() -> None:
+    """Short MLflow HTTP timeout/retries unless the user exported their own (read per request by MLflow)."""
+    _env_defaults(HTTP_DEFAULTS)
 
 
 def default_store_dir(root: str | os.PathLike | None = None) -> Path:
@@ -80,6 +100,51 @@ def artifact_root_for(uri: str) -> str | None:
 
 # MLflow 3's UI opens experiments on a GenAI (traces) overview unless they are marked as model training.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+
+
+class TrackingUnavailableError(ConnectionError):
+    """The MLflow tracking store cannot be reached (names the URI and what to do)."""
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> str | None:
+    """None when ``uri`` answers (a server's ``/health``, a local store's folder is writable), else why not.
+
+    One bounded request, no retries: the pipeline calls it before it creates anything, so that an unreachable
+    server fails (or degrades) in seconds instead of after MLflow's retries.
+    """
+    if is_remote(uri):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+                return None if resp.status == 200 else f"/health answered HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            return f"/health answered HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return str(getattr(exc, "reason", exc))
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create {folder}: {exc.strerror}"
+        return None if os.access(folder, os.W_OK) else f"{folder} is not writable"
+    return None  # databricks, postgresql+...: left to the MLflow client
+
+
+def unreachable_message(uri: str, reason: str) -> str:
+    """What failed and the three ways out (start the server, point elsewhere, or make tracking optional)."""
+    return (f"MLflow tracking store {uri} is unreachable ({reason}). Start the server (e.g. `make ui`, or "
+            f"`{ui_command(uri) if not is_remote(uri) else 'mlflow server --host 127.0.0.1 --port PORT'}`), "
+            f"point --tracking-uri / MLFLOW_TRACKING_URI at a running one, or run without it: "
+            f"--tracking optional (or mlflow=dict(tracking='optional') in the config, or "
+            f"ANTGO_TRACKING=optional) keeps everything in the run folder.")
 
 
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:

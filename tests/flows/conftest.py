@@ -154,6 +154,15 @@ class MlflowStore:
 
         return MlflowClient(tracking_uri=self.uri)
 
+    def pipeline_runs(self, experiment: str) -> list:
+        """The parent runs of ``experiment``'s pipelines, oldest first ([] when it does not exist yet)."""
+        client = self.client()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        return client.search_runs([exp.experiment_id], filter_string="tags.`antgo.pipeline` = 'true'",
+                                  order_by=["attributes.start_time ASC"])
+
 
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:

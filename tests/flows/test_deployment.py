@@ -62,15 +62,6 @@ def served(setup, prefect_server, processes) -> dict[str, Any]:
     return {"proc": proc, "log": log, "deployment": deployment}
 
 
-def _runs(mlflow_store, experiment: str) -> list[Any]:
-    client = mlflow_store.client()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], filter_string="tags.`antgo.pipeline` = 'true'",
-                              order_by=["attributes.start_time ASC"])
-
-
 def test_deployment_run_completes(setup, served, mlflow_store):
     assert served["deployment"]["parameter_openapi_schema"]["properties"]["max_epochs"]
     result = run_deployment(
@@ -79,7 +70,7 @@ def test_deployment_run_completes(setup, served, mlflow_store):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output + served["log"].read_text()[-4000:]
     assert "Completed" in output
-    runs = _runs(mlflow_store, "deploy")
+    runs = mlflow_store.pipeline_runs("deploy")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     parent = runs[0]
     assert parent.data.tags["prefect.flow_run_id"]
@@ -96,7 +87,7 @@ def test_deployment_run_with_broken_config_fails(setup, served, mlflow_store):
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "Failed" in output
-    runs = _runs(mlflow_store, "deploy")
+    runs = mlflow_store.pipeline_runs("deploy")
     assert len(runs) == 2
     failed = runs[-1]
     assert failed.info.status == "FAILED" and failed.data.tags["error"]
@@ -126,5 +117,5 @@ def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(setup, serv
     result = run_deployment(env, f"config={setup['config']}", f"work_dir={setup['folder'] / 'wd-worker'}",
                             "experiment=deploy-worker", "num_vis=0")
     assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-4000:]
-    runs = _runs(mlflow_store, "deploy-worker")
+    runs = mlflow_store.pipeline_runs("deploy-worker")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"

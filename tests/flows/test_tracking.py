@@ -95,6 +95,7 @@ def test_logger_hook_batches_and_flushes(mlflow_store):
     hook.after_val(trainer, {"miou": 0.5})
     hook.after_epoch(trainer)
     hook.after_run(trainer)
+    assert tracker.close() == []  # the hook only queues: drain, and everything was delivered
     client = mlflow_store.client()
     loss = client.get_metric_history(run_id, "loss")
     assert [m.step for m in loss] == list(range(1, 26))
@@ -130,6 +131,76 @@ def test_close_runs_of_a_crashed_flow_run(mlflow_store):
     assert client.get_run(running).info.status == "KILLED"
     assert client.get_run(tracker.parent_run_id).data.tags["error"] == "cancelled"
     assert client.get_run(done).info.status == "FINISHED"
+
+
+def test_secrets_are_masked_in_params_and_tags(mlflow_store):
+    from antgo.config.secrets import MASK
+
+    tracker = PipelineTracker.start("tracking-secrets", "pipe", tracking_uri=mlflow_store.uri,
+                                    tags={"api_token": "tag-secret"})
+    with tracker.stage("parse_config") as run:
+        run.log_params({"api_token": "t0k3n", "storage.aws_secret_access_key": "AKIA-secret",
+                        "data.train.ext_params.password": "hunter2", "optimizer.lr": 0.1,
+                        "pipeline.cfg_options": ["data.train.ext_params.password=hunter2", "optimizer.lr=0.1"]})
+    tracker.end(tracker.parent_run_id)
+    client = mlflow_store.client()
+    params = client.get_run(run.run_id).data.params
+    assert params["api_token"] == params["storage.aws_secret_access_key"] == MASK
+    assert params["data.train.ext_params.password"] == MASK and params["optimizer.lr"] == "0.1"
+    assert params["pipeline.cfg_options"] == json.dumps([f"data.train.ext_params.password={MASK}", "optimizer.lr=0.1"])
+    assert client.get_run(tracker.parent_run_id).data.tags["api_token"] == MASK
+    everything = json.dumps([params, client.get_run(tracker.parent_run_id).data.tags])
+    assert not any(secret in everything for secret in ("t0k3n", "AKIA-secret", "hunter2", "tag-secret"))
+
+
+def test_a_hung_server_never_blocks_the_caller(tmp_path, monkeypatch):
+    """A server that accepts connections and never answers: logging returns at once, the drain is bounded,
+    and what was not sent is recorded (and kept in the spool file)."""
+    import socket
+    import time
+
+    import mlflow.entities  # noqa: F401  (imported long before training in a pipeline; not part of the timing)
+
+    from antgo.tracking.runs import TrackingContext
+    from antgo.tracking.transport import SPOOL_NAME, undelivered_report
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)  # the kernel accepts; nobody reads or answers
+        uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        tracker = PipelineTracker(TrackingContext(uri, "0", "parent-of-hung", str(tmp_path / SPOOL_NAME)))
+        start = time.monotonic()
+        for step in range(200):
+            tracker.log_metrics("run-1", {"loss": 1.0 / (step + 1)}, step=step)
+        tracker.log_params("run-1", {"a": 1})
+        assert time.monotonic() - start < 1.0  # queued, not sent: the loop never waits on the network
+        assert tracker.start_child("evaluate") is None  # the first call fails (bounded) and marks the store down
+        entries = tracker.transport.undelivered
+        lines = tracker.close(timeout=1.0)
+    assert time.monotonic() - start < 30
+    assert lines == ["run run-1: 200 metric values (loss; steps 0-199)", "run run-1: 1 params (a)",
+                     "run parent-of-hung: 1 call (create child run evaluate)"]
+    assert len((tmp_path / SPOOL_NAME).read_text().splitlines()) == len(entries)
+    assert undelivered_report(entries) == lines
+
+
+def test_queue_full_records_instead_of_blocking(tmp_path):
+    from antgo.tracking.transport import Op, Transport
+
+    transport = Transport("sqlite:///" + str(tmp_path / "x.db"), maxsize=1)
+    transport.submit(Op("run", "r", {"call": "slow"}, lambda: time_sleep(0.5)))
+    for i in range(5):
+        transport.submit(Op("tags", "r", {"tags": {f"k{i}": "v"}}, lambda: None))
+    assert any("queue full" in e["reason"] for e in transport.undelivered)
+    transport.close(timeout=5)
+
+
+def time_sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
 
 
 def _register_versions(client, name: str, source: Path, count: int) -> list[str]:

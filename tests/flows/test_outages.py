@@ -1,0 +1,138 @@
+"""Tracking outages: an unreachable MLflow store at start fails fast (or degrades when tracking is optional);
+a real ``mlflow server`` killed mid-training neither stops nor stalls the pipeline, and what it did not receive
+is reported and kept in the run folder."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI",
+                                                             "ANTGO_TRACKING")}
+    env.update(DO_NOT_TRACK="true", PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
+               PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+@pytest.fixture()
+def antgo_warnings(caplog: pytest.LogCaptureFixture) -> Any:
+    """WARNING records of the ``antgo`` loggers (Prefect's logging setup stops them from reaching the root)."""
+    logger = logging.getLogger("antgo")
+    logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.WARNING)
+    try:
+        # a record may reach the handler twice (here and through the root logger when antgo propagates)
+        yield lambda: [r.getMessage() for r in {id(r): r for r in caplog.records}.values()
+                       if r.levelno >= logging.WARNING]
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+def test_unreachable_server_fails_fast_naming_uri_and_fix(tmp_path, make_tiny_config, processes, capsys):
+    from flows.train_flow import main
+
+    config = make_tiny_config(tmp_path / "cfg")
+    uri = f"http://127.0.0.1:{processes.free_port()}"  # nothing listens there
+    args = [str(config), "--work-dir", str(tmp_path / "wd"), "--tracking-uri", uri]
+    start = time.monotonic()
+    assert main(args) == 1  # the script's whole path after its imports
+    elapsed = time.monotonic() - start
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    err = capsys.readouterr().err
+    assert f"MLflow tracking store {uri} is unreachable" in err
+    assert "--tracking optional" in err and "mlflow=dict(tracking='optional')" in err
+    assert not (tmp_path / "wd").exists()  # nothing created: no empty run folder
+    # the script itself: exit status 1, the same message, no traceback (wall time includes its imports)
+    result = subprocess.run([sys.executable, str(REPO / "flows" / "train_flow.py"), *args], env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"MLflow tracking store {uri} is unreachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_optional_tracking_degrades_and_keeps_the_run_folder(prefect_api, tmp_path, make_tiny_config,
+                                                            processes, antgo_warnings):
+    from flows.train_flow import antgo
+
+    config = make_tiny_config(tmp_path / "cfg", model_name="tiny-offline")
+    uri = f"http://127.0.0.1:{processes.free_port()}"
+    start = time.monotonic()
+    summary = antgo(config=str(config), work_dir=str(tmp_path / "wd"), tracking_uri=uri, num_vis=0,
+                    device="cpu", cfg_options=["+mlflow.tracking=optional"])  # the config's key
+    assert summary["status"] == "Completed" and summary["mlflow_run_id"] is None
+    assert summary["tracking"] == "optional: not used"
+    warnings = antgo_warnings()
+    assert [m for m in warnings if f"{uri} is unreachable" in m and "Tracking is optional" in m]
+    assert len(warnings) == 1, warnings  # said once; no stage tries the store again
+    run_dir = Path(summary["run_dir"])
+    for name in ("config.py", "train.log", "summary.json", "output/best.pth", "tiny-offline.onnx",
+                 "test/metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert time.monotonic() - start < 120
+
+
+@pytest.fixture()
+def doomed_mlflow_server(tmp_path, processes) -> tuple[str, subprocess.Popen]:
+    """A real ``mlflow server`` of this test alone (the test kills it)."""
+    port = processes.free_port()
+    root = tmp_path / "doomed"
+    (root / "artifacts").mkdir(parents=True)
+    proc = processes.start([str(VENV_BIN / "mlflow"), "server", "--backend-store-uri",
+                            f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+                            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                           root / "server.log", env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
+    processes.wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=90, log=root / "server.log")
+    return f"http://127.0.0.1:{port}", proc
+
+
+@pytest.mark.slow
+def test_server_killed_mid_training_neither_stops_nor_stalls_it(prefect_api, tmp_path, make_tiny_config,
+                                                               doomed_mlflow_server, monkeypatch, antgo_warnings):
+    from antgo.tracking.hooks import MlflowLoggerHook
+    from antgo.tracking.transport import SPOOL_NAME
+    from flows.train_flow import antgo, format_summary
+
+    uri, server = doomed_mlflow_server
+    killed_at: list[float] = []
+    original = MlflowLoggerHook.after_epoch
+
+    def kill_after_first_epoch(self: Any, trainer: Any) -> None:
+        original(self, trainer)
+        if trainer.epoch == 0:  # epochs 2 and 3 train with the server gone
+            assert self.tracker.transport.flush(30)  # epoch 1 reached MLflow
+            os.killpg(server.pid, signal.SIGKILL)  # the CLI and its uvicorn worker
+            server.wait(timeout=30)
+            killed_at.append(time.monotonic())
+
+    monkeypatch.setattr(MlflowLoggerHook, "after_epoch", kill_after_first_epoch)
+    config = make_tiny_config(tmp_path / "cfg", model_name="tiny-outage")
+    summary = antgo(config=str(config), work_dir=str(tmp_path / "wd"), tracking_uri=uri, max_epochs=3,
+                    num_vis=0, device="cpu", experiment="outage")
+    after_kill = time.monotonic() - killed_at[0]
+    assert summary["status"] == "Completed" and summary["epochs"] == 3 and summary["iters"] == 6
+    assert after_kill < 60, f"the pipeline took {after_kill:.0f} s after the server died"
+    undelivered = "\n".join(summary["tracking_undelivered"])
+    assert "metric values (" in undelivered and "loss" in undelivered
+    assert "artifacts (" in undelivered and "best.pth" in undelivered
+    assert [m for m in antgo_warnings() if "did not receive everything" in m and "loss" in m]
+    run_dir = Path(summary["run_dir"])
+    entries = [json.loads(line) for line in (run_dir / SPOOL_NAME).read_text().splitlines()]
+    loss_steps = sorted(m[2] for e in entries if e["kind"] == "metrics" for m in e["metrics"] if m[0] == "loss")
+    assert loss_steps == [3, 4, 5, 6]  # the iterations of epochs 2-3, kept for a later upload
+    assert json.loads((run_dir / "summary.json").read_text())["tracking_undelivered"] == summary["tracking_undelivered"]
+    assert (run_dir / "output" / "latest.pth").is_file() and Path(summary["onnx_path"]).is_file()
+    report = format_summary(summary)  # what the script prints at the end
+    assert f"WARNING: MLflow did not receive (kept in {run_dir / SPOOL_NAME}):" in report
+    assert summary["tracking_undelivered"][0] in report
