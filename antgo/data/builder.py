@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 # Keys of a split config that configure the Reader rather than the dataset class (device_augmentation is
 # read by antgo.data.device_pipeline.split_for_device).
-_READER_KEYS = ("pipeline", "inputs_def", "skip_bad_samples", "cache", "collate_fn", "device_augmentation")
+_READER_KEYS = ("pipeline", "inputs_def", "skip_bad_samples", "cache", "collate_fn", "device_augmentation",
+                "preflight")  # preflight: read by the Trainer (antgo.engine.loading.preflight_images)
 
 
 def build_dataset(cfg: Mapping[str, Any], key_path: str = "data.train") -> Reader:

@@ -10,6 +10,8 @@ class Dataset:
     Subclasses implement the ``size`` property and ``sample(id) -> dict``. A sample is a dict; by
     convention ``image`` is an RGB ``uint8`` array ``(H, W, 3)``, ``segments`` a ``uint8`` class-index
     mask ``(H, W)`` with 255 = void, and ``image_meta`` a dict (``id``, ``image_file``, ``image_shape``).
+    Optional: ``image_files(id) -> list[Path]``, the image/mask files ``sample(id)`` decodes; with it the
+    Trainer checks every file for truncation before the first epoch (``antgo.engine.loading.preflight_images``).
     """
 
     def __init__(self, train_or_test: str = "train", dir: str | None = None,

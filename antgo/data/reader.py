@@ -68,6 +68,17 @@ class Reader(torch.utils.data.Dataset):
         # one byte per sample in shared memory: DataLoader workers mark what they skipped, the caller reads it
         self._bad = torch.zeros(len(self), dtype=torch.uint8).share_memory_() if skip_bad_samples else None
 
+    @property
+    def skip_bad_samples(self) -> bool:
+        return self._bad is not None
+
+    def mark_bad(self, indices: Sequence[int]) -> None:
+        """Skip these samples from now on (found bad before loading, e.g. by the pre-flight check)."""
+        if self._bad is None:
+            raise ValueError("mark_bad needs skip_bad_samples=True")
+        for i in indices:
+            self._bad[int(i)] = 1
+
     @staticmethod
     def _parse_inputs_def(inputs_def: Mapping[str, Any] | None) -> tuple[list[str] | None, list[str] | None]:
         if inputs_def is None:

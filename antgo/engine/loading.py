@@ -6,12 +6,15 @@
 - :func:`find_checkpoint` — where a run folder keeps its checkpoints (the rule the Trainer writes by);
 - :func:`resolve_out_dir`, :func:`run_relative`, :func:`resolve_in_run`, :func:`resolve_beside_checkpoint` —
   paths inside a run folder;
-- :func:`require_samples` — an empty split fails before training, naming the split and its file.
+- :func:`require_samples` — an empty split fails before training, naming the split and its file;
+- :func:`preflight_images` — a truncated or missing image/mask file fails before training, naming the file,
+  the split and the index (:func:`check_split` runs both for the Trainer).
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["load_config", "build_model_from_checkpoint", "find_checkpoint", "checkpoint_folders",
            "resolve_out_dir", "run_relative", "resolve_in_run", "resolve_beside_checkpoint", "require_samples",
-           "EmptySplitError"]
+           "preflight_images", "check_split", "EmptySplitError"]
 
 CHECKPOINT_NAMES = ("best.pth", "latest.pth")
 
@@ -148,3 +151,66 @@ def require_samples(reader: Any, key_path: str) -> None:
     where = _source(reader)
     raise EmptySplitError(f"{key_path} has no samples{where}. Fill the split file, point {key_path}.dir at the "
                           f"right folder, or remove {key_path} from the config.")
+
+
+PREFLIGHT_BAR_MIN = 2000  # samples: smaller splits are checked in well under a second, without a bar
+
+
+def preflight_images(reader: Any, key_path: str, enabled: Any = True) -> list[int]:
+    """Check every image/mask file of the split ``key_path`` (``data.train``) before training: the head and
+    tail of each file (:func:`antgo.data.image_io.check_image_file`, no decode), so a truncated JPEG/PNG or a
+    missing file fails now instead of mid-epoch.
+
+    Only data sets with ``image_files(id)`` are checked (others, e.g. user plugins, are skipped silently);
+    ``enabled=False`` (``data.<split>.preflight=False``) switches it off. The first bad file raises its error
+    naming the split key and the sample index; a reader with ``skip_bad_samples=True`` instead gets a warning
+    with the count, and its bad samples are skipped from the start. Returns the bad indices.
+    """
+    if not isinstance(enabled, bool):
+        raise ValueError(f"{key_path}.preflight must be True or False, got {enabled!r}")
+    files_of = getattr(getattr(reader, "dataset", reader), "image_files", None)
+    if not enabled or not callable(files_of):
+        return []
+    from tqdm import tqdm
+
+    from antgo.data.image_io import check_image_file
+    from antgo.engine.evaluation import progress_enabled
+
+    start, total, checked = time.perf_counter(), len(reader), 0
+    bad: list[tuple[int, Exception]] = []
+    for index in tqdm(range(total), desc=f"{key_path}: checking files", unit="sample", leave=False,
+                      disable=total < PREFLIGHT_BAR_MIN or not progress_enabled()):
+        for path in files_of(index):
+            checked += 1
+            try:
+                check_image_file(path)
+            except (OSError, ValueError) as exc:  # missing, empty or truncated
+                bad.append((index, exc))
+                break
+    logger.info("%s: pre-flight checked %d files of %d samples in %.2f s, %d bad", key_path, checked, total,
+                time.perf_counter() - start, len(bad))
+    return _report_bad(reader, key_path, bad, total)
+
+
+def _report_bad(reader: Any, key_path: str, bad: list[tuple[int, Exception]], total: int) -> list[int]:
+    indices = [index for index, _ in bad]
+    if not bad:
+        return indices
+    if getattr(reader, "skip_bad_samples", False):
+        reader.mark_bad(indices)
+        shown = "; ".join(f"sample {index}: {exc}" for index, exc in bad[:10])
+        logger.warning("%s: skip_bad_samples: %d of %d samples have bad files and are skipped: %s%s", key_path,
+                       len(bad), total, shown, " ..." if len(bad) > 10 else "")
+        return indices
+    index, exc = bad[0]
+    others = (f" ({len(bad)} bad samples in all: {', '.join(map(str, indices[:10]))}"
+              f"{' ...' if len(bad) > 10 else ''})" if len(bad) > 1 else "")
+    fix = "" if "skip_bad_samples" in str(exc) else f"; restore it, or set {key_path}.skip_bad_samples=True"
+    raise type(exc)(f"{key_path} sample {index}: {exc}{fix}{others}. Found before the first epoch by the "
+                    f"pre-flight check ({key_path}.preflight=False switches it off).") from None
+
+
+def check_split(reader: Any, split_cfg: Mapping[str, Any], key_path: str) -> None:
+    """The Trainer's checks of a split before training: not empty, and no bad image/mask file."""
+    require_samples(reader, key_path)
+    preflight_images(reader, key_path, split_cfg.get("preflight", True))

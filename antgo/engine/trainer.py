@@ -150,7 +150,7 @@ class Trainer:
         With ``max_iters`` in the config the train loader reads an endless stream (``InfiniteSampler``,
         persistent workers); under DDP each rank trains on its share and validates on its shard."""
         from antgo.data.builder import ShardSampler, build_split_loader
-        from antgo.engine.loading import require_samples
+        from antgo.engine.loading import check_split
 
         data = self.cfg.get("data")
         if not isinstance(data, Mapping) or "train" not in data:
@@ -169,13 +169,14 @@ class Trainer:
         if self.world_size > 1:  # each rank evaluates its own samples; the metrics are all-reduced
             val_args.pop("shuffle")
             val_args["sampler"] = lambda reader: ShardSampler(len(reader), self.rank, self.world_size)
-        # an empty val split would save best.pth at a score of 0
+        # an empty val split would save best.pth at a score of 0; a truncated image would fail after an epoch
         self.val_loader, self.val_transform = build_split_loader(
-            data["val"], "data.val", self.device, check=lambda reader: require_samples(reader, "data.val"), **val_args)
+            data["val"], "data.val", self.device, check=lambda reader: check_split(reader, data["val"], "data.val"),
+            **val_args)
 
     def _build_train_loader(self, infinite: bool) -> None:
         from antgo.data.builder import InfiniteSampler, build_split_loader
-        from antgo.engine.loading import require_samples
+        from antgo.engine.loading import check_split
 
         data = self.cfg["data"]
         args: dict[str, Any] = {"shuffle": True, "seed": self.seed + self.rank,
@@ -194,8 +195,8 @@ class Trainer:
         else:
             args["shuffle"] = shuffle
         self.train_loader, self.train_transform = build_split_loader(
-            data["train"], "data.train", self.device, check=lambda reader: require_samples(reader, "data.train"),
-            **args)
+            data["train"], "data.train", self.device,
+            check=lambda reader: check_split(reader, data["train"], "data.train"), **args)
         self._data_iter = None
         if len(self.train_loader) == 0:
             raise ValueError("data.train gives no batch: the data set is smaller than samples_per_gpu with "

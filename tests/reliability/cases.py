@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from antgo.config import Config, ConfigError
+from antgo.data.image_io import CorruptImageError
 from antgo.engine.checkpoint import CheckpointError, NonFiniteCheckpointError, UnsafeCheckpointError
 from antgo.engine.exporter import ExportError
 from antgo.engine.loading import EmptySplitError
@@ -62,6 +63,12 @@ class Ctx:
         if empty_split:
             next(target.rglob(f"ImageSets/Segmentation/{empty_split}.txt")).write_text("")
         return target
+
+    def voc_file(self, split: str, index: int, folder: str = "JPEGImages", suffix: str = ".jpg") -> Path:
+        """The file of sample ``index`` of ``split`` in the private VOC copy."""
+        root = next(self.voc_copy().rglob("ImageSets/Segmentation")).parent.parent
+        ids = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+        return root / folder / f"{ids[index]}{suffix}"
 
     def cfg_on(self, voc: Path) -> dict[str, Any]:
         data = {k: (dict(v, dir=str(voc)) if isinstance(v, dict) and "dir" in v else v)
@@ -161,6 +168,23 @@ def _file(ctx: Ctx, name: str, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return str(path)
+
+
+def _truncated_sample(split: str, index: int, folder: str = "JPEGImages", suffix: str = ".jpg"
+                      ) -> Callable[[Ctx], list[str]]:
+    """``antgo train`` on a VOC copy whose sample ``index`` of ``split`` has a file cut in half."""
+    def argv(ctx: Ctx) -> list[str]:
+        path = ctx.voc_file(split, index, folder, suffix)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return ["train", ctx.write_cfg(cfg=ctx.cfg_on(ctx.voc_copy())), "--work-dir", str(ctx.run)]
+    return argv
+
+
+def _missing_sample(split: str, index: int) -> Callable[[Ctx], list[str]]:
+    def argv(ctx: Ctx) -> list[str]:
+        ctx.voc_file(split, index).unlink()
+        return ["train", ctx.write_cfg(cfg=ctx.cfg_on(ctx.voc_copy())), "--work-dir", str(ctx.run)]
+    return argv
 
 
 CONFIG_CASES: list[Case] = [
@@ -285,6 +309,19 @@ DATA_AND_RUN_CASES: list[Case] = [
     Case("missing-split-file", "data errors",
          lambda c: ["train", c.write_cfg(cfg=_without_split(c, "val")), "--work-dir", str(c.run)],
          FileNotFoundError, lambda c: ["val.txt", "data.val", "does not exist"], "--cfg-options data.val.dir="),
+    Case("truncated-val-jpeg", "corrupt image found after an epoch", _truncated_sample("val", 1), CorruptImageError,
+         lambda c: [str(c.voc_file("val", 1)), "data.val sample 1", "Premature end of JPEG file"],
+         "skip_bad_samples=True"),
+    Case("truncated-train-jpeg", "truncated training JPEG trains", _truncated_sample("train", 5), CorruptImageError,
+         lambda c: [str(c.voc_file("train", 5)), "data.train sample 5", "Premature end of JPEG file"],
+         "re-copy or re-encode it"),
+    Case("truncated-train-mask", "truncated training JPEG trains",
+         _truncated_sample("train", 2, "SegmentationClass", ".png"), CorruptImageError,
+         lambda c: [str(c.voc_file("train", 2, "SegmentationClass", ".png")), "data.train sample 2", "IEND"],
+         "skip_bad_samples=True"),
+    Case("missing-val-image", "corrupt image found after an epoch", _missing_sample("val", 3), FileNotFoundError,
+         lambda c: [str(c.voc_file("val", 3)), "data.val sample 3", "does not exist"],
+         "data.val.skip_bad_samples=True"),
     Case("missing-data-dir", "data errors", _args("train", "--cfg-options", "data.train.dir=/nonexistent/voc"),
          FileNotFoundError, lambda c: ["/nonexistent/voc", "data.train"], "--cfg-options data.train.dir="),
     Case("test-without-data-test", "config errors",
@@ -316,3 +353,4 @@ def _without_split(ctx: Ctx, split: str) -> dict[str, Any]:
     voc = ctx.voc_copy()
     os.remove(next(voc.rglob(f"ImageSets/Segmentation/{split}.txt")))
     return ctx.cfg_on(voc)
+

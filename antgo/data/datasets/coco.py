@@ -153,11 +153,18 @@ class COCO2017(Dataset):
             out["joints2d"] = np.array([r[2] for r in rows], np.float32).reshape(-1, k, 3)
         return out
 
-    def sample(self, id: int) -> dict[str, Any]:
+    def _info(self, id: int) -> tuple[dict[str, Any], Path]:
         if not 0 <= int(id) < len(self.images):
             raise IndexError(f"COCO2017 {self.train_or_test}: index {id} out of range 0..{len(self.images) - 1}")
         info = self.images[int(id)]
-        image_file = self.image_dir / str(info["file_name"])
+        return info, self.image_dir / str(info["file_name"])
+
+    def image_files(self, id: int) -> list[Path]:
+        """The image ``sample(id)`` decodes (the pre-flight check reads its head and tail)."""
+        return [self._info(id)[1]]
+
+    def sample(self, id: int) -> dict[str, Any]:
+        info, image_file = self._info(id)
         image = read_rgb(image_file)
         expected = (info.get("height"), info.get("width"))
         if None not in expected and tuple(image.shape[:2]) != tuple(expected):

@@ -78,10 +78,17 @@ class ImageFolder(Dataset):
     def size(self) -> int:
         return len(self.items)
 
-    def sample(self, id: int) -> dict[str, Any]:
+    def _item(self, id: int) -> tuple[Path, int]:
         if not 0 <= int(id) < len(self.items):
             raise IndexError(f"ImageFolder {self.train_or_test}: index {id} out of range 0..{len(self.items) - 1}")
-        path, label = self.items[int(id)]
+        return self.items[int(id)]
+
+    def image_files(self, id: int) -> list[Path]:
+        """The image ``sample(id)`` decodes (the pre-flight check reads its head and tail)."""
+        return [self._item(id)[0]]
+
+    def sample(self, id: int) -> dict[str, Any]:
+        path, label = self._item(id)
         image = read_rgb(path)
         return {"image": image, "label": label,
                 "image_meta": {"id": path.relative_to(self.split_dir).as_posix(), "image_file": str(path),

@@ -160,12 +160,22 @@ class Pascal2012(Dataset):
     def size(self) -> int:
         return len(self.ids)
 
-    def _read_image(self, id: int) -> tuple[str, dict[str, Any]]:
-        """(image id, {'image', 'image_meta'}) of sample ``id``: the part every task form reads the same way."""
+    def _image_file(self, id: int) -> tuple[str, Path]:
         if not 0 <= int(id) < len(self.ids):
             raise IndexError(f"Pascal2012 {self.train_or_test}: index {id} out of range 0..{len(self.ids) - 1}")
         sid = self.ids[int(id)]
-        image_file = self.voc_root / "JPEGImages" / f"{sid}.jpg"
+        return sid, self.voc_root / "JPEGImages" / f"{sid}.jpg"
+
+    def image_files(self, id: int) -> list[Path]:
+        """The files ``sample(id)`` decodes (the pre-flight check reads their heads and tails): the JPEG and
+        its mask (a test split's missing mask is left out, as ``sample`` leaves it out)."""
+        sid, image_file = self._image_file(id)
+        mask_file = self._masks[sid]
+        return [image_file] + ([mask_file] if self.train_or_test != "test" or mask_file.is_file() else [])
+
+    def _read_image(self, id: int) -> tuple[str, dict[str, Any]]:
+        """(image id, {'image', 'image_meta'}) of sample ``id``: the part every task form reads the same way."""
+        sid, image_file = self._image_file(id)
         image = read_rgb(image_file)
         return sid, {"image": image,
                      "image_meta": {"id": sid, "image_file": str(image_file), "image_shape": image.shape[:2]}}

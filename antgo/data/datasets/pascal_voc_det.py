@@ -102,6 +102,10 @@ class Pascal2012Detection(Pascal2012):
         logger.info("Pascal2012 DETECTION %s: %d images, %d classes in %s", train_or_test, len(self.ids),
                     len(self.class_names), self.voc_root)
 
+    def image_files(self, id: int) -> list[Path]:
+        """The JPEG ``sample(id)`` decodes (its XML is parsed, not decoded)."""
+        return [self._image_file(id)[1]]
+
     def sample(self, id: int) -> dict[str, Any]:
         sid, out = self._read_image(id)
         boxes, labels, difficult = parse_voc_xml(self.voc_root / "Annotations" / f"{sid}.xml", self._class_index)
