@@ -99,7 +99,8 @@ def decode_spec(cfg: Mapping[str, Any], task: str, input_hw: Sequence[int],
     """How ``antgo.predict.decode`` turns the outputs into predictions (the model's post-process parameters)."""
     model = cfg.get("model") or {}
     stride = None
-    if output_shapes and len(output_shapes[0]) == 4:  # input pixels per output cell
+    if output_shapes and len(output_shapes[0]) == 4 and all(isinstance(d, int) for d in output_shapes[0][2:]):
+        # input pixels per output cell (symbolic sizes of a dynamic-size export give none)
         stride = [float(input_hw[0]) / output_shapes[0][2], float(input_hw[1]) / output_shapes[0][3]]
     if task == "detection":
         from antgo.predict.decode import CENTERNET_DEFAULTS
