@@ -105,3 +105,22 @@ def test_predict_with_onnx_only_and_with_checkpoint(exported):
                      "--out-dir", str(root / f"ckpt_{task}")]) == 0
         _check_result(root / f"onnx_{task}", task)  # the paths' decodes agree: test_numpy_decode_equals_...
         _check_result(root / f"ckpt_{task}", task)  # (random-init scores nearly tie, so no cross-graph check)
+
+
+def test_parity_check_reads_the_decode_parameters(exported, tmp_path):
+    import shutil
+
+    import onnxruntime as ort
+
+    from antgo.engine.exporter import load_config
+    from antgo.predict.metadata import metadata_problems, read_metadata, write_metadata
+
+    paths = exported["models"]["detection"]
+    session = ort.InferenceSession(paths["onnx"], providers=["CPUExecutionProvider"])
+    assert metadata_problems(session, load_config(paths["cfg"])) == []
+    changed = tmp_path / "changed.onnx"
+    shutil.copy(paths["onnx"], changed)
+    write_metadata(changed, {"decode": {**read_metadata(paths["onnx"])["decode"], "score_thr": 0.5}})
+    session = ort.InferenceSession(str(changed), providers=["CPUExecutionProvider"])
+    assert [p.split(" is ")[0] for p in metadata_problems(session, load_config(paths["cfg"]))] == \
+        ["ONNX metadata 'decode'"]
