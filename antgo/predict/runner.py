@@ -1,7 +1,7 @@
 """``antgo predict``: an image, a folder or a video through an ONNX file or a checkpoint.
 
-Writes ``<out_dir>/<name>.png`` overlays (and ``<name>_mask.png`` class-index masks for segmentation) and
-``<out_dir>/predictions.json``. The ONNX path imports onnxruntime, numpy and OpenCV only, never torch.
+Writes ``<out_dir>/<name>.png`` overlays (masks, boxes, keypoints or the top classes; ``<name>_mask.png``
+class-index masks for segmentation) and ``<out_dir>/predictions.json``. The ONNX path imports onnxruntime, numpy and OpenCV only, never torch.
 """
 from __future__ import annotations
 
