@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 METADATA_VERSION = "1"
 # Fields parity compares between the file and the config it was exported from.
 CHECKED_FIELDS = ("task", "input_name", "input_size", "resize", "pixel_scale", "mean", "std", "colour_order",
-                  "class_names")
+                  "class_names", "decode", "keypoint_names", "skeleton")
 # The prediction key a metric reads tells the task; models and metrics of new tasks only need matching keys.
 _TASK_BY_PRED_KEY = {"pred_segments": "segmentation", "box": "detection", "pred_joints2d": "keypoints",
                      "pred": "classification", "pred_boxes": "detection", "pred_bboxes": "detection",
@@ -27,10 +27,13 @@ OUTPUT_MEANING = {
     "segmentation": "per-class scores (N, C, h, w), h and w possibly a fraction of the input size: resize "
                     "bilinearly to the input size, argmax over C gives the class index of each pixel",
     "classification": "per-class scores (N, C): softmax over C gives class probabilities",
-    "detection": "raw head tensors (e.g. CenterNet's heat map, size and offset maps); the model's "
-                 "onnx_postprocess decodes them into boxes, scores and labels in input-image pixels",
-    "keypoints": "keypoint heatmaps or coordinates in input-image pixels (see the model's onnx_postprocess)",
+    "detection": "CenterNet heat map (N, C, h, w, sigmoid), size and offset maps (N, 2, h, w) in output cells: "
+                 "3x3 peaks, top-k, score threshold, class-wise NMS (see 'decode') give xyxy boxes in input pixels",
+    "keypoints": "keypoint heat maps (N, K, h, w): the argmax cell refined by a log-parabola fit gives x, y in "
+                 "input pixels and the peak value as the score",
 }
+# What the built-in models' ONNX outputs are, for the decode description (``decode`` in the metadata).
+_PROBABILITY_MODELS = ("ImageClassifier",)
 
 
 class MetadataError(ValueError):
@@ -91,6 +94,28 @@ def _metric_info(cfg: Mapping[str, Any]) -> tuple[str, list[str]]:
     return task, names
 
 
+def decode_spec(cfg: Mapping[str, Any], task: str, input_hw: Sequence[int],
+                output_shapes: Sequence[Sequence[int]] | None) -> dict[str, Any] | None:
+    """How ``antgo.predict.decode`` turns the outputs into predictions (the model's post-process parameters)."""
+    model = cfg.get("model") or {}
+    stride = None
+    if output_shapes and len(output_shapes[0]) == 4 and all(isinstance(d, int) for d in output_shapes[0][2:]):
+        # input pixels per output cell (symbolic sizes of a dynamic-size export give none)
+        stride = [float(input_hw[0]) / output_shapes[0][2], float(input_hw[1]) / output_shapes[0][3]]
+    if task == "detection":
+        from antgo.predict.decode import CENTERNET_DEFAULTS
+
+        test_cfg = dict(model.get("test_cfg") or {})
+        return {"type": "centernet", **{k: test_cfg.get(k, v) for k, v in CENTERNET_DEFAULTS.items()},
+                "stride": stride}
+    if task == "keypoints":
+        return {"type": "heatmap_argmax", "refine": "log_parabola", "stride": stride}
+    if task == "classification":
+        output = "probabilities" if model.get("type") in _PROBABILITY_MODELS else "logits"
+        return {"type": "softmax_topk", "output": output, "top_k": 5}
+    return None
+
+
 def describe_model(cfg: Mapping[str, Any], input_names: Sequence[str], input_shapes: Sequence[Sequence[int]],
                    output_names: Sequence[str], output_shapes: Sequence[Sequence[int]] | None = None,
                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -107,6 +132,13 @@ def describe_model(cfg: Mapping[str, Any], input_names: Sequence[str], input_sha
         "output_meaning": OUTPUT_MEANING.get(task, "see the model's onnx_export"),
         **{k: pre[k] for k in ("resize", "pixel_scale", "mean", "std")},
     }
+    decode = decode_spec(cfg, task, shape[2:4], output_shapes)
+    if decode is not None:  # segmentation files stay as they were (argmax needs no parameters)
+        meta["decode"] = decode
+    if task == "keypoints":
+        joints = int(output_shapes[0][1]) if output_shapes else 0
+        meta["keypoint_names"] = [f"keypoint_{i}" for i in range(joints)]
+        meta["skeleton"] = []
     if pre["ignored_transforms"]:
         meta["ignored_transforms"] = pre["ignored_transforms"]
     meta.update(dict(overrides or {}))
@@ -170,5 +202,6 @@ def metadata_problems(session: Any, cfg: Any) -> list[str]:
         return [str(exc)]
     spec = export_spec(cfg)
     expected = describe_model(cfg, spec["input_name_list"], spec["input_shape_list"],
-                              [o.name for o in session.get_outputs()], overrides=spec["metadata"])
+                              [o.name for o in session.get_outputs()], [o.shape for o in session.get_outputs()],
+                              overrides=spec["metadata"])
     return compare_metadata(found, expected)

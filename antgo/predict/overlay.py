@@ -1,7 +1,8 @@
 """Readable prediction images: the class colours blended over the photo, enlarged, with a colour legend."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -90,6 +91,32 @@ def overlay_panels(image: np.ndarray, masks: Sequence[tuple[str, np.ndarray]], c
     if key.shape[0] > row.shape[0]:
         row = np.pad(row, ((0, key.shape[0] - row.shape[0]), (0, 0), (0, 0)), constant_values=255)
     return np.concatenate([row, key[: row.shape[0]]], axis=1)
+
+
+def _caption(pred: Mapping[str, Any]) -> str:
+    if pred.get("task") == "classification":
+        return " | ".join(f"{t['class']} {t['probability']:.2f}" for t in pred.get("top", [])[:3])
+    if pred.get("task") == "detection":
+        return f"{len(pred.get('boxes', []))} box(es)"
+    return "keypoints"
+
+
+def prediction_overlay(image: np.ndarray, pred: Mapping[str, Any], meta: Mapping[str, Any],
+                       min_side: int = 320) -> np.ndarray:
+    """The image enlarged to ``min_side`` with the prediction drawn (image pixels): boxes with class names and
+    scores, keypoints with the skeleton, the top classes as the caption; RGB uint8."""
+    from antgo.tracking.task_plots import draw_boxes, draw_keypoints  # numpy + OpenCV only
+
+    big = _enlarge(image, min_side)
+    sx, sy = big.shape[1] / image.shape[1], big.shape[0] / image.shape[0]
+    if pred.get("task") == "detection" and pred.get("boxes"):
+        boxes = np.asarray(pred["boxes"], np.float64) * [sx, sy, sx, sy]
+        big = draw_boxes(big, boxes, np.asarray(pred["labels"]), (230, 40, 40),
+                         list(meta.get("class_names") or []), np.asarray(pred["scores"]))
+    elif pred.get("task") == "keypoints":
+        joints = np.asarray([[k["x"] * sx, k["y"] * sy, 1.0] for k in pred["keypoints"]])[None]
+        big = draw_keypoints(big, joints, (230, 40, 40), [list(e) for e in meta.get("skeleton") or []])
+    return _titled(big, _caption(pred))
 
 
 def save_rgb(path: str, image: np.ndarray) -> str:

@@ -7,6 +7,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from antgo.predict.decode import decode_outputs
+
 
 def resize_for_input(image: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
     """``image`` resized as the training pipeline did (``resize.policy``: stretch or short_side)."""
@@ -33,11 +35,6 @@ def preprocess(image: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
-def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 def _segmentation(scores: np.ndarray, meta: Mapping[str, Any], image_hw: tuple[int, int],
                   input_hw: tuple[int, int]) -> dict[str, Any]:
     chw = scores[0].astype(np.float32)
@@ -51,23 +48,63 @@ def _segmentation(scores: np.ndarray, meta: Mapping[str, Any], image_hw: tuple[i
     return {"task": "segmentation", "mask": mask, "class_fractions": fractions}
 
 
-def _classification(scores: np.ndarray, meta: Mapping[str, Any], top_k: int = 5) -> dict[str, Any]:
-    probs = _softmax(scores[0].astype(np.float64).reshape(-1), 0)
-    names = list(meta.get("class_names") or [])
-    order = np.argsort(-probs)[:top_k]
-    return {"task": "classification",
-            "top": [{"class": names[i] if i < len(names) else str(i), "index": int(i),
-                     "probability": round(float(probs[i]), 6)} for i in order]}
+def _name(index: int, names: Sequence[str]) -> str:
+    return str(names[index]) if 0 <= index < len(names) else str(index)
+
+
+def to_image_pixels(values: np.ndarray, image_hw: Sequence[int], input_hw: Sequence[int]) -> np.ndarray:
+    """x, y (and x2, y2 for boxes) in network-input pixels → original-image pixels: the recorded resize
+    (stretch or short side) scales each axis by image size / input size."""
+    out = np.asarray(values, np.float64).copy()
+    sx, sy = image_hw[1] / input_hw[1], image_hw[0] / input_hw[0]
+    out[..., 0] *= sx
+    out[..., 1] *= sy
+    if out.shape[-1] == 4:
+        out[..., 2] *= sx
+        out[..., 3] *= sy
+    return out
+
+
+def prediction_record(decoded: Mapping[str, np.ndarray], meta: Mapping[str, Any], image_hw: Sequence[int],
+                      input_hw: Sequence[int]) -> dict[str, Any]:
+    """A decoded prediction (input pixels, ``antgo.predict.decode`` form) → JSON fields in image pixels."""
+    task, names = meta.get("task"), list(meta.get("class_names") or [])
+    if task == "detection":
+        boxes = to_image_pixels(np.asarray(decoded["box"]).reshape(-1, 4), image_hw, input_hw)
+        labels = np.asarray(decoded["label"]).reshape(-1).astype(int)
+        return {"task": task, "boxes": [[round(float(v), 3) for v in b] for b in boxes],
+                "labels": [int(v) for v in labels], "label_names": [_name(int(v), names) for v in labels],
+                "scores": [round(float(v), 6) for v in np.asarray(decoded["score"]).reshape(-1)]}
+    if task == "keypoints":
+        joints = np.asarray(decoded["keypoints"], np.float64).reshape(-1, 3)
+        xy = to_image_pixels(joints[:, :2], image_hw, input_hw)
+        kp_names = list(meta.get("keypoint_names") or [])
+        return {"task": task, "keypoints": [{"name": _name(i, kp_names) if kp_names else f"keypoint_{i}",
+                                             "x": round(float(x), 3), "y": round(float(y), 3),
+                                             "score": round(float(s), 6)}
+                                            for i, ((x, y), s) in enumerate(zip(xy, joints[:, 2]))]}
+    probs = np.asarray(decoded["probs"], np.float64).reshape(-1)
+    top_k = int((meta.get("decode") or {}).get("top_k", 5))
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    return {"task": "classification", "top": [{"class": _name(int(i), names), "index": int(i),
+                                               "probability": round(float(probs[i]), 6)} for i in order]}
+
+
+DECODED_TASKS = ("detection", "keypoints", "classification")
 
 
 def postprocess(outputs: Sequence[np.ndarray], meta: Mapping[str, Any], image_hw: tuple[int, int],
-                input_hw: tuple[int, int]) -> dict[str, Any]:
-    """Raw network outputs → a prediction in original-image pixels (``mask`` for segmentation)."""
+                input_hw: tuple[int, int], decoded: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Raw network outputs (or an already ``decoded`` prediction) → a prediction in original-image pixels
+    (``mask`` for segmentation; boxes, keypoints or top classes for the other tasks)."""
     first = np.asarray(outputs[0])
     task = meta.get("task")
-    if task == "segmentation" or (task in (None, "unknown") and first.ndim == 4):
+    if task in (None, "unknown"):  # files without a task: guess from the output shape
+        task = "segmentation" if first.ndim == 4 else "classification" if first.ndim == 2 else task
+        meta = {**meta, "task": task}
+    if task == "segmentation":
         return _segmentation(first, meta, image_hw, input_hw)
-    if task == "classification" or (task in (None, "unknown") and first.ndim == 2):
-        return _classification(first, meta)
+    if task in DECODED_TASKS:
+        return prediction_record(decoded or decode_outputs(outputs, meta, input_hw), meta, image_hw, input_hw)
     return {"task": task, "outputs": {name: list(np.shape(o)) for name, o in
                                       zip(meta.get("output_names") or range(len(outputs)), outputs)}}

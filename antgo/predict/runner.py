@@ -1,7 +1,7 @@
 """``antgo predict``: an image, a folder or a video through an ONNX file or a checkpoint.
 
-Writes ``<out_dir>/<name>.png`` overlays (and ``<name>_mask.png`` class-index masks for segmentation) and
-``<out_dir>/predictions.json``. The ONNX path imports onnxruntime, numpy and OpenCV only, never torch.
+Writes ``<out_dir>/<name>.png`` overlays (masks, boxes, keypoints or the top classes; ``<name>_mask.png``
+class-index masks for segmentation) and ``<out_dir>/predictions.json``. The ONNX path imports onnxruntime, numpy and OpenCV only, never torch.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from antgo.predict.metadata import read_metadata
-from antgo.predict.overlay import overlay_panels, save_rgb
-from antgo.predict.processing import postprocess, preprocess
+from antgo.predict.overlay import overlay_panels, prediction_overlay, save_rgb
+from antgo.predict.processing import DECODED_TASKS, postprocess, preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,21 @@ class CheckpointModel:
         self.meta = describe_model(self.cfg, spec["input_name_list"], spec["input_shape_list"],
                                    spec["output_name_list"] or ["output"],
                                    overrides=(self.cfg.get("export") or {}).get("metadata"))
+
+    def decode(self, outputs: list[np.ndarray], x: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The model's own torch post-process (``onnx_postprocess``) on the first sample, in input pixels, in
+        the form of ``antgo.predict.decode.decode_outputs``; ``None`` for tasks decoded by the file's rules."""
+        post = getattr(self.model, "onnx_postprocess", None)
+        task = self.meta.get("task")
+        if not callable(post) or task not in DECODED_TASKS:
+            return None
+        with self._torch.no_grad():
+            result = post([self._torch.from_numpy(o) for o in outputs], self._torch.from_numpy(x))
+        if task == "detection":
+            return {k: result[k][0].cpu().numpy() for k in ("box", "score", "label")}
+        if task == "keypoints":
+            return {"keypoints": result["pred_joints2d"][0, 0].cpu().numpy()}
+        return {"probs": result["pred"][0].double().cpu().numpy()}
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         with self._torch.no_grad():
@@ -108,7 +123,10 @@ def iter_source(source: str | os.PathLike, max_frames: int | None = None) -> Ite
 def predict_image(model: Any, image: np.ndarray) -> dict[str, Any]:
     """One RGB image through ``model`` (OnnxModel or CheckpointModel): the post-processed prediction."""
     x = preprocess(image, model.meta)
-    return postprocess(model(x), model.meta, image.shape[:2], x.shape[2:4])
+    outputs = model(x)
+    decode = getattr(model, "decode", None)  # a checkpoint decodes with the model's torch post-process
+    decoded = decode(outputs, x) if callable(decode) else None
+    return postprocess(outputs, model.meta, image.shape[:2], x.shape[2:4], decoded=decoded)
 
 
 def run_predict(model: Any, source: str | os.PathLike, out_dir: str | os.PathLike,
@@ -128,6 +146,9 @@ def run_predict(model: Any, source: str | os.PathLike, out_dir: str | os.PathLik
             record["mask"] = mask_file.name
             record["overlay"] = Path(save_rgb(str(out / f"{name}.png"),
                                               overlay_panels(image, [("prediction", pred["mask"])], names))).name
+        elif pred.get("task") in DECODED_TASKS:
+            record["overlay"] = Path(save_rgb(str(out / f"{name}.png"),
+                                              prediction_overlay(image, pred, model.meta))).name
         records.append(record)
     result = {"model": getattr(model, "path", None) or "checkpoint", "task": model.meta.get("task"),
               "class_names": names, "predictions": records}

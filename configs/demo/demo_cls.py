@@ -55,4 +55,5 @@ export = dict(
     input_shape_list=[[1, 3, 96, 96]],
     input_name_list=['image'],
     output_name_list=['probs'],
+    metadata=dict(class_names=_classes),  # the ImageFolder classes (sorted folder names), for `antgo predict`
 )

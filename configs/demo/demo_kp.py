@@ -60,4 +60,8 @@ export = dict(
     input_shape_list=[[1, 3, 96, 96]],
     input_name_list=['image'],
     output_name_list=['heatmap'],
+    # written into the ONNX metadata so `antgo predict --onnx` names the corners and draws the house
+    # (antgo.data.datasets.synthetic_tasks.KEYPOINT_NAMES / SKELETON, 1-based edges as in COCO)
+    metadata=dict(keypoint_names=['roof', 'left_eave', 'right_eave', 'left_base', 'right_base'],
+                  skeleton=[[1, 2], [1, 3], [2, 4], [3, 5], [4, 5]]),
 )
