@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from antgo.tracking.lifecycle import process_alive, process_start_time
+from flows.termination import on_forced_exit, sigterm_guard
 
 logger = logging.getLogger("antgo.flows")
 
@@ -47,6 +48,26 @@ def api_url_configured() -> bool:
     from prefect.settings import PREFECT_API_URL
 
     return bool(PREFECT_API_URL.value())
+
+
+def mark_flow_run_crashed(api_url: str, flow_run_id: str, message: str, timeout: float = 4.0) -> None:
+    """Set a flow run Crashed through the REST API (the forced exit after SIGTERM, when Prefect's own crash
+    report never ran); the Prefect client is not used because it may be what the process is stuck in."""
+    import base64
+
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+    headers = {"Content-Type": "application/json"}
+    if PREFECT_API_AUTH_STRING.value():
+        token = base64.b64encode(PREFECT_API_AUTH_STRING.value().get_secret_value().encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    elif PREFECT_API_KEY.value():
+        headers["Authorization"] = f"Bearer {PREFECT_API_KEY.value().get_secret_value()}"
+    body = {"state": {"type": "CRASHED", "name": "Crashed", "message": message}, "force": True}
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/flow_runs/{flow_run_id}/set_state",
+                                     data=json.dumps(body).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        resp.read()
 
 
 def pid_dir() -> Path:
@@ -150,7 +171,9 @@ def temporary_server(startup_timeout: float | None = None) -> Iterator[str]:
         logger.info("temporary Prefect server on %s (pid %d)", api, proc.pid)
         _wait_healthy(f"{api}/health", proc,
                       startup_timeout or float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
-        with temporary_settings(updates={PREFECT_API_URL: api}):
+        forced = on_forced_exit("stop the temporary Prefect server",
+                                lambda: (_stop(proc.pid, timeout=2.0), record.unlink(missing_ok=True)))
+        with forced, temporary_settings(updates={PREFECT_API_URL: api}):
             try:
                 yield api
             finally:
@@ -175,8 +198,9 @@ def _drain_prefect_logs(timeout: float = 5.0) -> None:
 @contextmanager
 def script_server(name: str) -> Iterator[None]:
     """What a flow script run from the command line needs around its flow call: SIGTERM unwinds the stack (so
-    that the temporary server is stopped in ``finally``), and a temporary server owned by this process unless
-    ``PREFECT_API_URL`` names one. ``name`` is what the kill message calls the script (e.g. 'antgo pipeline')."""
+    that the temporary server is stopped in ``finally``), bounded by ``flows.termination.sigterm_guard`` when
+    the stack cannot unwind, and a temporary server owned by this process unless ``PREFECT_API_URL`` names one.
+    ``name`` is what the kill message calls the script (e.g. 'antgo pipeline')."""
     def exit_on_signal(signum: int, frame: object) -> None:
         sys.stderr.write(f"{name} Killed: {signal.Signals(signum).name}\n")
         raise SystemExit(128 + signum)
@@ -184,10 +208,11 @@ def script_server(name: str) -> Iterator[None]:
     # Prefect's own handler re-raises SIGTERM after recording the crash; this one then unwinds the script
     previous = signal.signal(signal.SIGTERM, exit_on_signal)
     try:
-        if api_url_configured():
-            yield
-        else:
-            with temporary_server():
+        with sigterm_guard(name):
+            if api_url_configured():
                 yield
+            else:
+                with temporary_server():
+                    yield
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -45,7 +45,8 @@ from antgo.tracking.store import (TrackingUnavailableError, browse_hint, check_r
                                   resolve_tracking_uri)
 from antgo.tracking.transport import SPOOL_NAME  # noqa: E402
 from flows import tasks  # noqa: E402
-from flows.server import script_server  # noqa: E402
+from flows.server import mark_flow_run_crashed, script_server  # noqa: E402
+from flows.termination import on_forced_exit  # noqa: E402
 from flows.tracking_mode import TRACKING_MODES, check_tracking, open_tracker, tracking_mode  # noqa: E402
 from flows.report import publish_mlflow_link, publish_summary, summary_markdown  # noqa: E402
 
@@ -133,7 +134,7 @@ def antgo(config: str = DEFAULT_CONFIG, cfg_options: list[str] | None = None, wo
     ``mlflow.tracking``).
     """
     launch = {**(launch or {}), **({"nproc_per_node": nproc_per_node} if nproc_per_node else {})}
-    with _antgo_logs_at_info():
+    with _antgo_logs_at_info(), _closed_on_forced_exit(_flow_run()[0], tracking_uri):
         return _run_pipeline(config, cfg_options, work_dir, max_epochs, device, experiment, tracking_uri,
                              parity_thresholds, parity_samples, num_vis, alias, resume, loader_context, launch,
                              tracking)
@@ -150,6 +151,27 @@ def _antgo_logs_at_info() -> Iterator[None]:
         yield
     finally:
         antgo_logger.setLevel(previous)
+
+
+@contextmanager
+def _closed_on_forced_exit(flow_run_id: str | None, tracking_uri: str | None) -> Iterator[None]:
+    """Should the SIGTERM guard end the process (its cleanup stuck), this flow run's MLflow runs end KILLED and
+    its Prefect run Crashed, as the normal unwinding would have left them."""
+    from prefect.settings import PREFECT_API_URL
+
+    from antgo.tracking.runs import close_runs_of_flow_run
+
+    if not flow_run_id:
+        yield
+        return
+    reason = "SIGTERM: the pipeline did not finish its cleanup in time and was ended"
+    api, uri = PREFECT_API_URL.value(), resolve_tracking_uri(tracking_uri)
+    crash = on_forced_exit("mark the Prefect flow run Crashed",
+                           lambda: mark_flow_run_crashed(api, flow_run_id, reason))
+    kill = on_forced_exit("mark the MLflow runs KILLED",
+                          lambda: close_runs_of_flow_run(uri, flow_run_id, reason=reason))
+    with crash, kill:  # run latest first: MLflow, then Prefect, then the temporary server stops
+        yield
 
 
 def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | None, max_epochs: int | None,

@@ -112,6 +112,57 @@ def test_killed_flows_leave_no_server_and_no_running_mlflow_runs(tmp_path, flow_
     assert not list((home / "antgo-servers").glob("*.json"))  # no server records left
 
 
+NATIVE_HANG_PLUGIN = '''
+import ctypes, pathlib
+from antgo.engine.hooks import Hook
+from antgo.registry import HOOKS
+
+@HOOKS.register_module()
+class HangInNativeCode(Hook):
+    """After the first epoch: say so, then block in a native call that no signal interrupts."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def after_epoch(self, trainer):
+        mutex = ctypes.create_string_buffer(64)  # zeroed: a default (non-recursive) pthread mutex
+        libc = ctypes.CDLL(None)
+        libc.pthread_mutex_lock(mutex)
+        pathlib.Path(self.marker).write_text("hanging")
+        libc.pthread_mutex_lock(mutex)  # the same thread again: blocks for good
+'''
+
+
+def test_sigterm_ends_a_flow_whose_main_thread_is_stuck_in_native_code(tmp_path, flow_env, processes,
+                                                                       make_tiny_config, mlflow_store):
+    """No Python handler can run in a main thread blocked in native code: the SIGTERM guard still ends the
+    script after the grace period, with 143, the temporary server stopped and the MLflow runs KILLED."""
+    env, home = flow_env
+    (tmp_path / "native_hang_plugin.py").write_text(NATIVE_HANG_PLUGIN)
+    env = dict(env, ANTGO_TERM_GRACE_S="3",
+               PYTHONPATH=os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p))
+    config = make_tiny_config(tmp_path / "cfg", model_name="tiny-native-hang")
+    marker = tmp_path / "hanging"
+    with config.open("a") as f:
+        f.write(f"\ncustom_imports = dict(imports=['native_hang_plugin'])\n"
+                f"custom_hooks = [dict(type='HangInNativeCode', marker={str(marker)!r})]\n")
+    experiment = "flow-native-hang"
+    proc, log = _start_flow(processes, env, tmp_path, config, mlflow_store.uri, experiment)
+    wait_for("the hook's native hang", marker.exists, 180, proc, log)
+    server = _server_of(env, proc)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    returncode = proc.wait(timeout=60)
+    elapsed = time.monotonic() - start
+    assert returncode == 143, log.read_text()[-3000:]
+    assert 3 <= elapsed < 20, f"SIGTERM took {elapsed:.1f} s with a grace period of 3 s"
+    assert "the cleanup did not finish within 3 s: forced exit" in log.read_text()
+    wait_for("server exit after the forced exit", lambda: not process_alive(server), 15)
+    assert not list((home / "antgo-servers").glob("*.json"))
+    (run,) = mlflow_store.pipeline_runs(experiment)
+    assert run.info.status == "KILLED" and "did not finish its cleanup" in run.data.tags["error"], run.data.tags
+    assert _children(mlflow_store, run)["train"].info.status == "KILLED"
+
+
 def test_next_start_reaps_a_server_whose_script_is_gone(tmp_path):
     """The fallback where the kernel does not stop it: a pidfile whose parent died names a server to stop."""
     from flows.server import reap_orphans

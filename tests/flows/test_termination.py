@@ -1,0 +1,127 @@
+"""The SIGTERM guard of the flow scripts: a main thread blocked in native code still ends the process within
+the grace period, with the registered emergency actions run; a normal unwinding runs none of them; a second
+SIGTERM does not wait for the grace period."""
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A script like a flow script: a Python SIGTERM handler that unwinds, the guard, one emergency action.
+SCRIPT = '''
+import ctypes, pathlib, signal, sys, time
+sys.path.insert(0, {repo!r})
+from flows.termination import on_forced_exit, sigterm_guard
+
+marker = pathlib.Path(sys.argv[1])
+
+def unwind(signum, frame):
+    raise SystemExit(128 + signum)
+
+signal.signal(signal.SIGTERM, unwind)
+with sigterm_guard("demo script", grace_s=float(sys.argv[3])):
+    with on_forced_exit("write the marker", lambda: marker.write_text("forced")):
+        print("ready", flush=True)
+        if sys.argv[2] == "native":  # a normal mutex locked twice by its thread: no signal ends that call
+            mutex = ctypes.create_string_buffer(64)
+            libc = ctypes.CDLL(None)
+            libc.pthread_mutex_lock(mutex)
+            libc.pthread_mutex_lock(mutex)
+        else:
+            time.sleep(120)
+'''
+
+
+@pytest.fixture(autouse=True)
+def _no_survivors():
+    """A failed test must not leave its blocked script behind."""
+    yield
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _STARTED.clear()
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+def _start(tmp_path: Path, mode: str, grace_s: float) -> tuple[subprocess.Popen, Path]:
+    script = tmp_path / "guarded.py"
+    script.write_text(SCRIPT.format(repo=str(REPO)))
+    marker = tmp_path / "marker.txt"
+    proc = subprocess.Popen([sys.executable, str(script), str(marker), mode, str(grace_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(proc)
+    assert _line(proc.stdout, 60).strip() == "ready", proc.stderr.read()
+    return proc, marker
+
+
+def _line(stream, timeout: float) -> str:
+    """The next line of a pipe, or "" when none comes within ``timeout`` s."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else ""
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"still running {timeout:.0f} s after SIGTERM")
+    return proc.returncode, err
+
+
+def test_a_main_thread_stuck_in_native_code_is_ended_after_the_grace_period(tmp_path):
+    proc, marker = _start(tmp_path, "native", grace_s=1.0)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    returncode, err = _finish(proc, timeout=30)
+    elapsed = time.monotonic() - start
+    assert returncode == 143, err
+    assert 1.0 <= elapsed < 10, f"ended after {elapsed:.1f} s (grace 1 s)"
+    assert marker.read_text() == "forced"
+    assert "demo script Killed: SIGTERM; the cleanup did not finish within 1 s: forced exit" in err
+
+
+def test_a_script_that_unwinds_runs_no_emergency_action(tmp_path):
+    proc, marker = _start(tmp_path, "sleep", grace_s=30.0)
+    proc.send_signal(signal.SIGTERM)
+    returncode, err = _finish(proc, timeout=20)
+    assert returncode == 143, err
+    assert not marker.exists()
+    assert "forced exit" not in err
+
+
+def test_a_second_sigterm_does_not_wait_for_the_grace_period(tmp_path):
+    proc, marker = _start(tmp_path, "native", grace_s=120.0)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    # the first SIGTERM is seen before the second is sent (two pending ones would merge into one)
+    assert "SIGTERM received, cleaning up (at most 120 s" in _line(proc.stderr, 20)
+    proc.send_signal(signal.SIGTERM)
+    returncode, err = _finish(proc, timeout=30)
+    assert returncode == 143, err
+    assert time.monotonic() - start < 20
+    assert marker.read_text() == "forced"
+    assert "second SIGTERM: forced exit" in err
+
+
+def test_the_grace_period_comes_from_the_environment(monkeypatch):
+    from flows.termination import DEFAULT_GRACE_S, grace_seconds
+
+    monkeypatch.delenv("ANTGO_TERM_GRACE_S", raising=False)
+    assert grace_seconds() == DEFAULT_GRACE_S
+    monkeypatch.setenv("ANTGO_TERM_GRACE_S", "2.5")
+    assert grace_seconds() == 2.5
+    monkeypatch.setenv("ANTGO_TERM_GRACE_S", "soon")
+    with pytest.raises(ValueError, match="ANTGO_TERM_GRACE_S='soon' is not a number of seconds"):
+        grace_seconds()
