@@ -140,6 +140,8 @@ def run_rank(job_file: str) -> int:
 
         tracker = PipelineTracker(TrackingContext.from_dict(job["tracking"]))  # enabled on rank 0 only
         result = run_trainer(job["config_path"], job["run_dir"], tracker, job["train_run_id"], **job["kwargs"])
+        for line in tracker.close():  # drained here: the rank ends without interpreter teardown (see below)
+            logger.warning("MLflow did not receive: %s", line)
     except BaseException as exc:
         (job_dir / f"rank{rank}.error.json").write_text(json.dumps({
             "rank": rank, "time": time.time(), "type": type(exc).__name__, "message": str(exc),
@@ -152,5 +154,21 @@ def run_rank(job_file: str) -> int:
     return 0
 
 
+def main(job_file: str) -> None:
+    """Run the rank, then end the process with ``os._exit``: its result and error files are written, its
+    tracking queue drained, and interpreter teardown is what can still go wrong. Native threads that outlive
+    the Python objects they hold (gloo's workers, daemon threads writing to a closed stdout) make teardown
+    abort (SIGABRT) now and then on a loaded machine, and torchrun would report the finished rank as failed."""
+    try:
+        code = run_rank(job_file)
+    except BaseException:  # already in rank<N>.error.json; the traceback also goes to the log
+        traceback.print_exc()
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(run_rank(sys.argv[1]))
+    main(sys.argv[1])
