@@ -5,8 +5,8 @@ SIGTERM normally unwinds the script: Prefect records the crash, the stages mark 
 thread blocked inside native code (a wedged OpenMP barrier, a C call that never returns) never does. The guard
 does not depend on it: ``signal.set_wakeup_fd`` makes the interpreter's C-level handler write the signal number
 to a socket from whichever thread the kernel picked, and a watcher thread reads it. After ``grace_s`` seconds
-(``ANTGO_TERM_GRACE_S``, default 10) without the script having exited, or at a second SIGTERM, the watcher runs
-the registered emergency actions (stop the temporary server, close this pipeline's MLflow runs as KILLED), each
+(``ANTGO_TERM_GRACE_S``, default 10) without the script having exited, the watcher runs the registered emergency
+actions (stop the temporary server, close this pipeline's MLflow runs as KILLED), each
 bounded, and ends the process with status 143 (128 + SIGTERM).
 """
 from __future__ import annotations
@@ -107,13 +107,11 @@ class _Watcher(threading.Thread):
             if data is None:  # the grace period passed and the script is still here
                 force_exit(self.script, signal.SIGTERM,
                            f"the cleanup did not finish within {self.grace_s:g} s: forced exit")
-            terms = data.count(bytes([signal.SIGTERM]))
-            if terms and (deadline is not None or terms > 1):
-                force_exit(self.script, signal.SIGTERM, "second SIGTERM: forced exit")
-            if terms:
+            # later SIGTERMs do not shorten the grace period: Prefect re-sends SIGTERM to its own process once
+            # it has recorded the crash, and cannot be told apart from a second one sent by a user
+            if deadline is None and bytes([signal.SIGTERM]) in data:
                 deadline = time.monotonic() + self.grace_s
-                sys.stderr.write(f"{self.script}: SIGTERM received, cleaning up (at most {self.grace_s:g} s; "
-                                 f"a second SIGTERM ends it now)\n")
+                sys.stderr.write(f"{self.script}: SIGTERM received, cleaning up (at most {self.grace_s:g} s)\n")
                 sys.stderr.flush()
 
 
