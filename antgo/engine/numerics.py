@@ -60,9 +60,13 @@ def parse_losses(outputs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, to
 class LossMeter:
     """Device-side sums of the loss terms of the current log interval, with per-key first non-finite iteration.
 
-    ``add(terms)`` queues a few device kernels and no host transfer; ``flush(iteration)`` returns the interval
-    averages as floats (one host copy, plus one all-reduce per call under DDP) or raises ``NonFiniteError``.
+    ``add(terms)`` queues two device kernels (stack the step's terms, copy them into a row of a device buffer)
+    and no host transfer; every ``ROWS`` steps, and before a flush, the rows are folded into the running sums
+    and first-bad iterations on the device. ``flush(iteration)`` returns the interval averages as floats (one
+    host copy, plus one all-reduce per call under DDP) or raises ``NonFiniteError``.
     """
+
+    ROWS = 64  # steps buffered between folds
 
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
@@ -71,46 +75,67 @@ class LossMeter:
         self.transfers = 0  # host copies made, for tests and benchmarks
         self._sums: torch.Tensor | None = None
         self._first_bad: torch.Tensor | None = None
-        self._iter: torch.Tensor | None = None
+        self._rows: torch.Tensor | None = None
+        self._filled = 0  # rows written since the last fold
+        self._base: int | None = None  # global iteration before the first step of the interval
 
     def start(self, iteration: int) -> None:
-        """Begin counting after global iteration ``iteration`` (a fill kernel, not a host-to-device copy)."""
-        self._iter = torch.full((), float(iteration), dtype=torch.float64, device=self.device)
+        """Begin counting after global iteration ``iteration`` (no device work until the first ``add``)."""
+        self._base = int(iteration)
         self.keys, self.count, self._sums, self._first_bad = [], 0, None, None
+        self._rows, self._filled = None, 0
         self._key_counts: dict[str, int] = {}  # a key the model returns only sometimes averages over its own steps
-        self._zero = torch.zeros((), dtype=torch.float64, device=self.device)
-        self._inf = torch.full((), float("inf"), dtype=torch.float64, device=self.device)
+
+    def _fold(self) -> None:
+        """Add the buffered rows to the sums; where a value is NaN/Inf, its iteration joins the running minimum."""
+        if not self._filled:
+            return
+        rows = self._rows[:self._filled]
+        first_row = self._base + 1 + self.count - self._filled  # global iteration of rows[0]
+        at = torch.arange(first_row, first_row + self._filled, dtype=torch.float64, device=self.device)
+        bad_at = torch.where(torch.isfinite(rows), float("inf"), at[:, None]).amin(0)
+        self._sums += rows.sum(0)
+        self._first_bad = torch.minimum(self._first_bad, bad_at)
+        self._filled = 0
 
     def _grow(self, new: list[str]) -> None:
+        self._fold()  # the buffered rows have the old width
         n = len(new)
         sums = torch.zeros(n, dtype=torch.float64, device=self.device)
         first_bad = torch.full((n,), float("inf"), dtype=torch.float64, device=self.device)
         self._sums = sums if self._sums is None else torch.cat([self._sums, sums])
         self._first_bad = first_bad if self._first_bad is None else torch.cat([self._first_bad, first_bad])
         self.keys += new
+        self._rows = None  # allocated at the next add, with the new width
 
     def add(self, terms: Mapping[str, torch.Tensor]) -> None:
-        if self._iter is None:
+        if self._base is None:
             self.start(0)
         new = [k for k in terms if k not in self._key_counts]
         if new:
             self._grow(new)
         for key in terms:
             self._key_counts[key] = self._key_counts.get(key, 0) + 1
-        parts = [terms[k].detach().reshape(()) if k in terms else self._zero for k in self.keys]
+        parts = [terms[k].detach().reshape(()) if k in terms else self._zero() for k in self.keys]
         if any(p.device != self.device for p in parts):  # a Python number from forward_train
             parts = [p.to(self.device, non_blocking=True) for p in parts]
-        values = torch.stack(parts).double()  # stack promotes mixed dtypes (bf16 terms under autocast)
-        self._iter.add_(1)
-        # where a value is NaN/Inf, the current iteration; else inf: the running minimum is the first bad one
-        self._first_bad = torch.minimum(self._first_bad, torch.where(torch.isfinite(values), self._inf, self._iter))
-        self._sums += values
+        values = torch.stack(parts)  # promotes mixed dtypes (bf16 terms under autocast)
+        if self._rows is None:  # like the values (device, tensor type); float64 sums
+            self._rows = values.new_empty((self.ROWS, len(self.keys)), dtype=torch.float64)
+        elif self._filled == self.ROWS:
+            self._fold()
+        self._rows[self._filled].copy_(values)
+        self._filled += 1
         self.count += 1
+
+    def _zero(self) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.float64, device=self.device)
 
     def check(self, describe: Any = None) -> None:
         """Raise if a term of this rank was non-finite since the last flush; the sums are kept (one host
         transfer, no collective: only rank 0 saves checkpoints)."""
         if self.count and self._first_bad is not None:
+            self._fold()
             self.transfers += 1
             self._raise_if_bad(self._first_bad.tolist(), self.keys, {}, self.count, describe)
 
@@ -144,6 +169,7 @@ class LossMeter:
         if not self.count or self._sums is None or self._first_bad is None:
             self.start(iteration)
             return {}
+        self._fold()
         sums, first_bad = self._reduce(self._sums, "mean"), self._reduce(self._first_bad, "min")
         host = torch.cat([sums, first_bad]).tolist()  # the one device-to-host copy of the interval
         self.transfers += 1

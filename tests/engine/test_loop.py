@@ -234,6 +234,27 @@ def test_loss_meter_averages_a_key_over_the_steps_that_returned_it() -> None:
         meter.check()
 
 
+def test_loss_meter_keeps_sums_and_the_first_bad_iteration_across_buffer_folds() -> None:
+    from antgo.engine.numerics import LossMeter
+
+    meter = LossMeter(torch.device("cpu"))
+    meter.start(100)
+    steps = 2 * LossMeter.ROWS + 5  # two folds while adding, one more at the flush
+    for i in range(steps):
+        terms = {"loss": torch.tensor(float(i))}
+        if i >= LossMeter.ROWS + 1:  # a key that appears after the first fold, with new columns
+            terms["loss_aux"] = torch.tensor(1.0)
+        meter.add(terms)
+    averages = meter.flush(100 + steps)
+    assert averages == {"loss": (steps - 1) / 2, "loss_aux": 1.0} and meter.transfers == 1
+    for i in range(steps):
+        value = float("nan") if i in (LossMeter.ROWS + 3, LossMeter.ROWS + 9) else 1.0
+        meter.add({"loss": torch.tensor(value)})
+    with pytest.raises(NonFiniteError, match=f"'loss' at global iter {100 + steps + LossMeter.ROWS + 4}") as info:
+        meter.flush(100 + 2 * steps)
+    assert info.value.iteration == 100 + steps + LossMeter.ROWS + 4
+
+
 def test_device_augmentation_trains_and_validates_through_the_loop(tiny_seg_cfg: dict, tmp_path: Path) -> None:
     for split in ("train", "val"):  # the CUDA default, forced on CPU tensors
         tiny_seg_cfg["data"][split]["device_augmentation"] = True
