@@ -43,7 +43,9 @@ def _stack_field(key: str, values: list[Any]) -> Any:
     if isinstance(first, (np.ndarray, torch.Tensor)):
         if not all(isinstance(v, (np.ndarray, torch.Tensor)) for v in values):
             raise TypeError(f"collate: field '{key}' mixes arrays with {sorted({type(v).__name__ for v in values})}")
-        tensors = [torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for v in values]
+        arrays = all(isinstance(v, np.ndarray) for v in values)
+        tensors = values if arrays else [torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray)
+                                         else v for v in values]
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise ValueError(
@@ -53,7 +55,8 @@ def _stack_field(key: str, values: list[Any]) -> Any:
         dtypes = {t.dtype for t in tensors}
         if len(dtypes) > 1:
             raise ValueError(f"collate: field '{key}' has different dtypes in one batch: {sorted(map(str, dtypes))}")
-        return torch.stack(tensors, 0)
+        # numpy samples (the readers' output): one np.stack copy, shared by the tensor; else torch.stack
+        return torch.from_numpy(np.stack(tensors, 0)) if arrays else torch.stack(tensors, 0)
     if isinstance(first, (numbers.Number, np.bool_)) and all(isinstance(v, (numbers.Number, np.bool_)) for v in values):
         if all(isinstance(v, np.generic) for v in values):
             return torch.from_numpy(np.array(values))  # numpy scalars keep their dtype
