@@ -20,7 +20,8 @@ def in_prefect_run() -> bool:
 
 
 class PrefectProgressHook(Hook):
-    """Keeps a Prefect progress artifact at ``iter / max_iters`` (at most one API call per ``min_interval_s``)."""
+    """Keeps a Prefect progress artifact at ``iter / max_iters``: at the start and the end of training, and in
+    between at most one API call per ``min_interval_s``."""
 
     priority = 95
 
@@ -59,7 +60,7 @@ class PrefectProgressHook(Hook):
         self._update(trainer)
 
     def after_epoch(self, trainer: Any) -> None:
-        self._update(trainer, force=True)
+        self._update(trainer)  # rate-limited too: short epochs would make an API call each
 
     def after_run(self, trainer: Any) -> None:
         self._update(trainer, force=True)
