@@ -24,7 +24,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,7 @@ def _closed_on_forced_exit(flow_run_id: str | None, tracking_uri: str | None) ->
     reason = "SIGTERM: the pipeline did not finish its cleanup in time and was ended"
     api, uri = PREFECT_API_URL.value(), resolve_tracking_uri(tracking_uri)
     crash = on_forced_exit("mark the Prefect flow run Crashed",
-                           lambda: mark_flow_run_crashed(api, flow_run_id, reason))
+                           lambda: mark_flow_run_crashed(api, flow_run_id, reason)) if api else nullcontext()
     kill = on_forced_exit("mark the MLflow runs KILLED",
                           lambda: close_runs_of_flow_run(uri, flow_run_id, reason=reason))
     with crash, kill:  # run latest first: MLflow, then Prefect, then the temporary server stops

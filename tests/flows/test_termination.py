@@ -128,3 +128,21 @@ def test_the_grace_period_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("ANTGO_TERM_GRACE_S", "soon")
     with pytest.raises(ValueError, match="ANTGO_TERM_GRACE_S='soon' is not a number of seconds"):
         grace_seconds()
+
+
+def test_the_forced_exit_marks_the_flow_run_crashed_through_the_rest_api(prefect_api):
+    """With a shared server the flow run would stay Running: the forced exit sets it Crashed (real server)."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows.server import mark_flow_run_crashed
+
+    @flow(name="guarded")
+    def guarded() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(guarded)
+        mark_flow_run_crashed(prefect_api, str(run.id), "SIGTERM: ended after the grace period")
+        state = client.read_flow_run(run.id).state
+    assert state.type.value == "CRASHED" and state.message == "SIGTERM: ended after the grace period"
