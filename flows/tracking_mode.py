@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from antgo.tracking.runs import PipelineTracker, error_text
-from antgo.tracking.store import TrackingUnavailableError, check_reachable, unreachable_message
+from antgo.tracking.store import (TrackingUnavailableError, check_reachable, interrupted_migration,
+                                  unreachable_message)
 from antgo.tracking.transport import SPOOL_NAME
 
 logger = logging.getLogger("antgo.flows")
@@ -45,8 +46,11 @@ def check_tracking(mode: str, uri: str) -> bool:
         return False
     reason = check_reachable(uri)
     if reason is None:
-        return True
-    message = unreachable_message(uri, reason)
+        message = interrupted_migration(uri)
+        if message is None:
+            return True
+    else:
+        message = unreachable_message(uri, reason)
     if mode == "required":
         raise TrackingUnavailableError(message)
     logger.warning("%s Tracking is optional: this run goes on without MLflow.", message)

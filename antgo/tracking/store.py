@@ -138,6 +138,34 @@ def check_reachable(uri: str, timeout: float = 5.0) -> str | None:
     return None  # databricks, postgresql+...: left to the MLflow client
 
 
+def interrupted_migration(uri: str) -> str | None:
+    """Why a local sqlite store cannot be opened because a killed process left an MLflow schema migration
+    half done (``_alembic_tmp_<table>`` tables: SQLite migrations are not transactional), with the fix; else None.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5.0)) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+            runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+    except sqlite3.Error:
+        return None  # not ours to judge: MLflow reports what is wrong with the file
+    if not leftovers:
+        return None
+    found = f"MLflow store {db} was left half-migrated: {', '.join(leftovers)} remain from a schema migration " \
+            f"that a killed process did not finish, and MLflow cannot open it."
+    if not runs:
+        return f"{found} It holds no runs yet: delete {db} and run again."
+    steps = "; ".join(f"`DROP TABLE {t};` if table {t[len('_alembic_tmp_'):]} exists, else "
+                      f"`ALTER TABLE {t} RENAME TO {t[len('_alembic_tmp_'):]};`" for t in leftovers)
+    return f"{found} It holds {runs} run(s): back the file up, then in `sqlite3 {db}` run {steps}; then run again."
+
+
 def unreachable_message(uri: str, reason: str) -> str:
     """What failed and the three ways out (start the server, point elsewhere, or make tracking optional)."""
     return (f"MLflow tracking store {uri} is unreachable ({reason}). Start the server (e.g. `make ui`, or "

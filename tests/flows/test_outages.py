@@ -41,6 +41,43 @@ def antgo_warnings(caplog: pytest.LogCaptureFixture) -> Any:
         logger.removeHandler(caplog.handler)
 
 
+def _interrupt_migration(db: Path, runs: int) -> None:
+    """A real MLflow sqlite store with ``runs`` runs, then what a kill during a schema migration leaves: a
+    ``_alembic_tmp_`` copy of a table (SQLite migrations are not transactional)."""
+    import sqlite3
+    from contextlib import closing
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.create_experiment("half-migrated", artifact_location=str(db.parent / "artifacts"))
+    for _ in range(runs):
+        client.set_terminated(client.create_run(experiment).info.run_id)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE _alembic_tmp_trace_info (request_id VARCHAR(50) NOT NULL)")
+        conn.commit()
+
+
+@pytest.mark.parametrize("runs", [0, 2])
+def test_a_store_left_half_migrated_fails_fast_naming_the_table_and_the_fix(tmp_path, make_tiny_config, capsys,
+                                                                             runs):
+    from flows.train_flow import main
+
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    _interrupt_migration(db, runs)
+    config = make_tiny_config(tmp_path / "cfg")
+    assert main([str(config), "--work-dir", str(tmp_path / "wd"), "--tracking-uri", f"sqlite:///{db}"]) == 1
+    err = capsys.readouterr().err
+    assert f"MLflow store {db} was left half-migrated: _alembic_tmp_trace_info remain" in err
+    if runs:
+        assert "It holds 2 run(s): back the file up" in err and "`DROP TABLE _alembic_tmp_trace_info;` if " \
+            "table trace_info exists, else `ALTER TABLE _alembic_tmp_trace_info RENAME TO trace_info;`" in err
+    else:
+        assert f"It holds no runs yet: delete {db} and run again." in err
+    assert not (tmp_path / "wd").exists()  # refused before anything was created
+
+
 def test_unreachable_server_fails_fast_naming_uri_and_fix(tmp_path, make_tiny_config, processes, capsys):
     from flows.train_flow import main
 
