@@ -44,7 +44,9 @@ def flow_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
     home = tmp_path_factory.mktemp("prefect_home_kill")
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env.update(PREFECT_HOME=str(home), PYTHONUNBUFFERED="1", DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+               # a cleanup slowed down by a loaded machine is finished by the forced path well within 20 s
+               ANTGO_TERM_GRACE_S="5")
     return env, home
 
 
