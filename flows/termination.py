@@ -6,8 +6,8 @@ thread blocked inside native code (a wedged OpenMP barrier, a C call that never 
 does not depend on it: ``signal.set_wakeup_fd`` makes the interpreter's C-level handler write the signal number
 to a socket from whichever thread the kernel picked, and a watcher thread reads it. After ``grace_s`` seconds
 (``ANTGO_TERM_GRACE_S``, default 10) without the script having exited, the watcher runs the registered emergency
-actions (stop the temporary server, close this pipeline's MLflow runs as KILLED), each
-bounded, and ends the process with status 143 (128 + SIGTERM).
+actions, each bounded (close this pipeline's MLflow runs as KILLED, set its Prefect flow run Crashed, stop the
+temporary server), and ends the process with status 143 (128 + SIGTERM).
 """
 from __future__ import annotations
 
