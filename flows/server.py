@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from antgo.tracking.lifecycle import process_alive, process_start_time
@@ -50,24 +50,17 @@ def api_url_configured() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
-def mark_flow_run_crashed(api_url: str, flow_run_id: str, message: str, timeout: float = 4.0) -> None:
-    """Set a flow run Crashed through the REST API (the forced exit after SIGTERM, when Prefect's own crash
-    report never ran); the Prefect client is not used because it may be what the process is stuck in."""
-    import base64
+def crash_flow_run(flow_run_id: str, message: str, api_url: str | None = None) -> None:
+    """Set a still-running Prefect flow run Crashed (a pipeline whose process died, or the SIGTERM guard's forced
+    exit); ``api_url`` names the server where this thread's Prefect settings do not (a guard's worker thread)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed
 
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
-
-    headers = {"Content-Type": "application/json"}
-    if PREFECT_API_AUTH_STRING.value():
-        token = base64.b64encode(PREFECT_API_AUTH_STRING.value().get_secret_value().encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    elif PREFECT_API_KEY.value():
-        headers["Authorization"] = f"Bearer {PREFECT_API_KEY.value().get_secret_value()}"
-    body = {"state": {"type": "CRASHED", "name": "Crashed", "message": message}, "force": True}
-    request = urllib.request.Request(f"{api_url.rstrip('/')}/flow_runs/{flow_run_id}/set_state",
-                                     data=json.dumps(body).encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        resp.read()
+    with temporary_settings(updates={PREFECT_API_URL: api_url}) if api_url else nullcontext(), \
+            get_client(sync_client=True) as client:
+        if client.read_flow_run(flow_run_id).state.is_running():
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
 
 
 def pid_dir() -> Path:

@@ -81,11 +81,8 @@ def _crash_prefect_run(flow_run_id: str | None, reason: str) -> None:
     if not flow_run_id:
         return
     try:
-        from prefect.client.orchestration import get_client
-        from prefect.states import Crashed
+        from flows.server import crash_flow_run
 
-        with get_client(sync_client=True) as client:
-            if client.read_flow_run(flow_run_id).state.is_running():
-                client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+        crash_flow_run(flow_run_id, reason)
     except Exception as exc:
         logger.debug("could not mark Prefect flow run %s crashed: %s", flow_run_id, exc)

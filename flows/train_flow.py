@@ -45,7 +45,7 @@ from antgo.tracking.store import (TrackingUnavailableError, browse_hint, check_r
                                   resolve_tracking_uri)
 from antgo.tracking.transport import SPOOL_NAME  # noqa: E402
 from flows import tasks  # noqa: E402
-from flows.server import mark_flow_run_crashed, script_server  # noqa: E402
+from flows.server import crash_flow_run, script_server  # noqa: E402
 from flows.termination import on_forced_exit  # noqa: E402
 from flows.tracking_mode import TRACKING_MODES, check_tracking, open_tracker, tracking_mode  # noqa: E402
 from flows.report import publish_mlflow_link, publish_summary, summary_markdown  # noqa: E402
@@ -167,7 +167,7 @@ def _closed_on_forced_exit(flow_run_id: str | None, tracking_uri: str | None) ->
     reason = "SIGTERM: the pipeline did not finish its cleanup in time and was ended"
     api, uri = PREFECT_API_URL.value(), resolve_tracking_uri(tracking_uri)
     crash = on_forced_exit("mark the Prefect flow run Crashed",
-                           lambda: mark_flow_run_crashed(api, flow_run_id, reason)) if api else nullcontext()
+                           lambda: crash_flow_run(flow_run_id, reason, api)) if api else nullcontext()
     kill = on_forced_exit("mark the MLflow runs KILLED",
                           lambda: close_runs_of_flow_run(uri, flow_run_id, reason=reason))
     with crash, kill:  # run latest first: MLflow, then Prefect, then the temporary server stops

@@ -130,12 +130,16 @@ def test_the_grace_period_comes_from_the_environment(monkeypatch):
         grace_seconds()
 
 
-def test_the_forced_exit_marks_the_flow_run_crashed_through_the_rest_api(prefect_api):
-    """With a shared server the flow run would stay Running: the forced exit sets it Crashed (real server)."""
+def test_the_forced_exit_marks_the_flow_run_crashed_from_another_thread(prefect_api):
+    """With a shared server the flow run would stay Running: the guard's worker thread (which does not see this
+    thread's Prefect settings) sets it Crashed on the server it is given (real server)."""
+    import threading
+
     from prefect import flow
     from prefect.client.orchestration import get_client
+    from prefect.states import Running
 
-    from flows.server import mark_flow_run_crashed
+    from flows.server import crash_flow_run
 
     @flow(name="guarded")
     def guarded() -> None:
@@ -143,6 +147,18 @@ def test_the_forced_exit_marks_the_flow_run_crashed_through_the_rest_api(prefect
 
     with get_client(sync_client=True) as client:
         run = client.create_flow_run(guarded)
-        mark_flow_run_crashed(prefect_api, str(run.id), "SIGTERM: ended after the grace period")
+        client.set_flow_run_state(run.id, Running())
+        errors: list[BaseException] = []
+
+        def crash() -> None:
+            try:
+                crash_flow_run(str(run.id), "SIGTERM: ended after the grace period", prefect_api)
+            except BaseException as exc:  # reported below: a thread's exception would be lost
+                errors.append(exc)
+
+        worker = threading.Thread(target=crash)
+        worker.start()
+        worker.join(30)
+        assert not errors, errors
         state = client.read_flow_run(run.id).state
     assert state.type.value == "CRASHED" and state.message == "SIGTERM: ended after the grace period"
