@@ -60,13 +60,14 @@ def parse_losses(outputs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, to
 class LossMeter:
     """Device-side sums of the loss terms of the current log interval, with per-key first non-finite iteration.
 
-    ``add(terms)`` queues two device kernels (stack the step's terms, copy them into a row of a device buffer)
-    and no host transfer; every ``ROWS`` steps, and before a flush, the rows are folded into the running sums
-    and first-bad iterations on the device. ``flush(iteration)`` returns the interval averages as floats (one
-    host copy, plus one all-reduce per call under DDP) or raises ``NonFiniteError``.
+    ``add(terms)`` keeps references to the step's terms (detached 0-d tensors, as ``parse_losses`` returns
+    them): no kernel, no host transfer. Every
+    ``ROWS`` steps, and before a flush, the kept terms are stacked in one kernel and folded into the running
+    sums and first-bad iterations on the device. ``flush(iteration)`` returns the interval averages as floats
+    (one host copy, plus one all-reduce per call under DDP) or raises ``NonFiniteError``.
     """
 
-    ROWS = 64  # steps buffered between folds
+    ROWS = 64  # steps kept between folds
 
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
@@ -75,57 +76,58 @@ class LossMeter:
         self.transfers = 0  # host copies made, for tests and benchmarks
         self._sums: torch.Tensor | None = None
         self._first_bad: torch.Tensor | None = None
-        self._rows: torch.Tensor | None = None
-        self._filled = 0  # rows written since the last fold
+        self._pending: list[torch.Tensor] = []  # len(keys) terms per step since the last fold, step-major
         self._base: int | None = None  # global iteration before the first step of the interval
 
     def start(self, iteration: int) -> None:
         """Begin counting after global iteration ``iteration`` (no device work until the first ``add``)."""
         self._base = int(iteration)
         self.keys, self.count, self._sums, self._first_bad = [], 0, None, None
-        self._rows, self._filled = None, 0
-        self._key_counts: dict[str, int] = {}  # a key the model returns only sometimes averages over its own steps
+        self._pending = []
+        # steps of the interval without the key: one the model returns only sometimes averages over its own steps
+        self._missing: dict[str, int] = {}
 
     def _fold(self) -> None:
-        """Add the buffered rows to the sums; where a value is NaN/Inf, its iteration joins the running minimum."""
-        if not self._filled:
+        """Add the kept steps to the sums; where a value is NaN/Inf, its iteration joins the running minimum."""
+        if not self._pending:
             return
-        rows = self._rows[:self._filled]
-        first_row = self._base + 1 + self.count - self._filled  # global iteration of rows[0]
-        at = torch.arange(first_row, first_row + self._filled, dtype=torch.float64, device=self.device)
+        dev, width = self.device, len(self.keys)
+        # a Python number from forward_train became a CPU tensor on another device than the loss
+        parts = [p if p.device == dev and not p.dim() else p.reshape(()).to(dev, non_blocking=True)
+                 for p in self._pending]
+        rows = torch.stack(parts).to(torch.float64).view(-1, width)  # promotes mixed dtypes (bf16 terms)
+        filled = rows.shape[0]
+        first_row = self._base + 1 + self.count - filled  # global iteration of rows[0]
+        at = torch.arange(first_row, first_row + filled, dtype=torch.float64, device=self.device)
         bad_at = torch.where(torch.isfinite(rows), float("inf"), at[:, None]).amin(0)
         self._sums += rows.sum(0)
         self._first_bad = torch.minimum(self._first_bad, bad_at)
-        self._filled = 0
+        self._pending = []
 
     def _grow(self, new: list[str]) -> None:
-        self._fold()  # the buffered rows have the old width
+        self._fold()  # the kept steps have the old width
         n = len(new)
         sums = torch.zeros(n, dtype=torch.float64, device=self.device)
         first_bad = torch.full((n,), float("inf"), dtype=torch.float64, device=self.device)
         self._sums = sums if self._sums is None else torch.cat([self._sums, sums])
         self._first_bad = first_bad if self._first_bad is None else torch.cat([self._first_bad, first_bad])
         self.keys += new
-        self._rows = None  # allocated at the next add, with the new width
+        self._missing.update(dict.fromkeys(new, self.count))  # the interval's steps before the key appeared
 
     def add(self, terms: Mapping[str, torch.Tensor]) -> None:
         if self._base is None:
             self.start(0)
-        new = [k for k in terms if k not in self._key_counts]
-        if new:
-            self._grow(new)
-        for key in terms:
-            self._key_counts[key] = self._key_counts.get(key, 0) + 1
-        parts = [terms[k].detach().reshape(()) if k in terms else self._zero() for k in self.keys]
-        if any(p.device != self.device for p in parts):  # a Python number from forward_train
-            parts = [p.to(self.device, non_blocking=True) for p in parts]
-        values = torch.stack(parts)  # promotes mixed dtypes (bf16 terms under autocast)
-        if self._rows is None:  # like the values (device, tensor type); float64 sums
-            self._rows = values.new_empty((self.ROWS, len(self.keys)), dtype=torch.float64)
-        elif self._filled == self.ROWS:
+        if not terms.keys() <= self._missing.keys():
+            self._grow([k for k in terms if k not in self._missing])
+        elif len(self._pending) >= self.ROWS * len(self.keys):
             self._fold()
-        self._rows[self._filled].copy_(values)
-        self._filled += 1
+        if len(terms) == len(self.keys):  # the usual step: every key (the order of first appearance)
+            self._pending += map(terms.__getitem__, self.keys)
+        else:  # a missing key adds 0 and does not count this step
+            for k in self.keys:
+                if k not in terms:
+                    self._missing[k] += 1
+            self._pending.extend(terms[k] if k in terms else self._zero() for k in self.keys)
         self.count += 1
 
     def _zero(self) -> torch.Tensor:
@@ -174,7 +176,7 @@ class LossMeter:
         host = torch.cat([sums, first_bad]).tolist()  # the one device-to-host copy of the interval
         self.transfers += 1
         n, keys, count = len(self.keys), self.keys, self.count
-        averages = {k: v / self._key_counts[k] for k, v in zip(keys, host[:n])}
+        averages = {k: v / (count - self._missing[k]) for k, v in zip(keys, host[:n])}
         self.start(iteration)
         self._raise_if_bad(host[n:], keys, averages, count, describe)
         return averages

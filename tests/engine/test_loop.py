@@ -255,6 +255,25 @@ def test_loss_meter_keeps_sums_and_the_first_bad_iteration_across_buffer_folds()
     assert info.value.iteration == 100 + steps + LossMeter.ROWS + 4
 
 
+def test_loss_meter_add_runs_no_tensor_op_between_folds() -> None:
+    """A step only keeps references; the stacking waits for the fold (every ROWS steps) or the flush."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from antgo.engine.numerics import LossMeter
+
+    meter = LossMeter(torch.device("cpu"))
+    terms = {"loss_seg": torch.tensor(0.5), "loss": torch.tensor(0.5)}
+    meter.add(terms)  # the first step allocates the sums
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(LossMeter.ROWS - 1):
+            meter.add(terms)
+    assert [e.name for e in prof.events() if e.name.startswith("aten::")] == []
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        meter.add(terms)  # the buffer is full: this step folds
+    assert any(e.name == "aten::stack" for e in prof.events())
+    assert meter.flush(LossMeter.ROWS + 1) == {"loss_seg": 0.5, "loss": 0.5}
+
+
 def test_device_augmentation_trains_and_validates_through_the_loop(tiny_seg_cfg: dict, tmp_path: Path) -> None:
     for split in ("train", "val"):  # the CUDA default, forced on CPU tensors
         tiny_seg_cfg["data"][split]["device_augmentation"] = True
