@@ -43,6 +43,7 @@ from antgo.fileio import atomic_write_text  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text, is_interrupt  # noqa: E402
 from antgo.tracking.store import (TrackingUnavailableError, browse_hint, check_reachable,  # noqa: E402
                                   resolve_tracking_uri)
+from antgo.tracking.replay import replay_command  # noqa: E402
 from antgo.tracking.transport import SPOOL_NAME  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.server import crash_flow_run, script_server  # noqa: E402
@@ -307,8 +308,9 @@ def _report_undelivered(tracker: PipelineTracker, summary: dict[str, Any], exc: 
     if not lines:
         return
     summary["tracking_undelivered"] = lines
-    logger.warning("MLflow at %s did not receive everything (kept in %s):\n  %s", tracker.ctx.tracking_uri,
-                   tracker.ctx.spool, "\n  ".join(lines))
+    logger.warning("MLflow at %s did not receive everything (kept in %s):\n  %s\nSend it once the store is back: "
+                   "%s", tracker.ctx.tracking_uri, tracker.ctx.spool, "\n  ".join(lines),
+                   replay_command(summary["run_dir"]))
     try:
         atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
     except OSError:
@@ -342,6 +344,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("tracking_undelivered"):
         lines.append(f"  WARNING: MLflow did not receive (kept in {Path(summary['run_dir']) / SPOOL_NAME}):")
         lines += [f"    {line}" for line in summary["tracking_undelivered"]]
+        lines.append(f"    send it once the store is back: {replay_command(summary['run_dir'])}")
     lines.append(f"  run folder: {summary.get('run_dir')}")
     if summary.get("onnx_path"):
         lines.append(f"  ONNX: {summary['onnx_path']}")

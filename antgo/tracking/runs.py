@@ -238,8 +238,11 @@ class PipelineTracker:
                 self.client.set_tag(run_id, "error", error_text(error))
             self.client.set_terminated(run_id, status=status)
 
+        # status and error in the payload: a replay of the spool can end the run as it ended here
+        payload = {"call": f"set_terminated {status}", "status": status,
+                   "error": error_text(error) if error is not None else None}
         # a stopped process drains for seconds, not for the full flush deadline
-        self.transport.call(Op("run", run_id, {"call": f"set_terminated {status}"}, send),
+        self.transport.call(Op("run", run_id, payload, send),
                             flush_timeout=5.0 if is_interrupt(error) else None)
 
     @contextmanager
@@ -316,7 +319,7 @@ class PipelineTracker:
         calls = 0
         for i in range(0, len(metrics), METRICS_PER_BATCH):
             chunk = metrics[i:i + METRICS_PER_BATCH]
-            payload = {"metrics": [(m.key, m.value, m.step) for m in chunk]}
+            payload = {"metrics": [(m.key, m.value, m.step, m.timestamp) for m in chunk]}  # replayed as logged
             self.transport.submit(Op("metrics", run_id, payload,
                                      lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk)))
             calls += 1

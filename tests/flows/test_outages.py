@@ -120,23 +120,29 @@ def test_optional_tracking_degrades_and_keeps_the_run_folder(prefect_api, tmp_pa
     assert time.monotonic() - start < 120
 
 
-@pytest.fixture()
-def doomed_mlflow_server(tmp_path, processes) -> tuple[str, subprocess.Popen]:
-    """A real ``mlflow server`` of this test alone (the test kills it)."""
+def _mlflow_server(processes: Any, root: Path) -> tuple[str, subprocess.Popen]:
+    """A real ``mlflow server`` on the store in ``root`` (database and artifacts), on a free port."""
     port = processes.free_port()
-    root = tmp_path / "doomed"
-    (root / "artifacts").mkdir(parents=True)
+    (root / "artifacts").mkdir(parents=True, exist_ok=True)
+    log = root / f"server-{port}.log"
     proc = processes.start([str(VENV_BIN / "mlflow"), "server", "--backend-store-uri",
                             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                           root / "server.log", env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
-    processes.wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=90, log=root / "server.log")
+                           log, env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
+    processes.wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=90, log=log)
     return f"http://127.0.0.1:{port}", proc
+
+
+@pytest.fixture()
+def doomed_mlflow_server(tmp_path, processes) -> tuple[str, subprocess.Popen]:
+    """A real ``mlflow server`` of this test alone (the test kills it)."""
+    return _mlflow_server(processes, tmp_path / "doomed")
 
 
 @pytest.mark.slow
 def test_server_killed_mid_training_neither_stops_nor_stalls_it(prefect_api, tmp_path, make_tiny_config,
-                                                               doomed_mlflow_server, monkeypatch, antgo_warnings):
+                                                               doomed_mlflow_server, monkeypatch, antgo_warnings,
+                                                               processes):
     from antgo.tracking.hooks import MlflowLoggerHook
     from antgo.tracking.transport import SPOOL_NAME
     from flows.train_flow import antgo, format_summary
@@ -173,3 +179,19 @@ def test_server_killed_mid_training_neither_stops_nor_stalls_it(prefect_api, tmp
     report = format_summary(summary)  # what the script prints at the end
     assert f"WARNING: MLflow did not receive (kept in {run_dir / SPOOL_NAME}):" in report
     assert summary["tracking_undelivered"][0] in report
+    assert f"send it once the store is back: python -m antgo.tracking.replay {run_dir}" in report
+
+    # the store is back (same database and artifacts, another port): the replay completes the training run
+    from mlflow.tracking import MlflowClient
+
+    revived, _ = _mlflow_server(processes, tmp_path / "doomed")
+    replayed = subprocess.run([sys.executable, "-m", "antgo.tracking.replay", str(run_dir), "--tracking-uri", revived],
+                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    train_run = next(e["run_id"] for e in entries
+                     if e["kind"] == "metrics" and any(m[0] == "loss" for m in e["metrics"]))
+    client = MlflowClient(tracking_uri=revived)
+    assert [m.step for m in client.get_metric_history(train_run, "loss")] == [1, 2, 3, 4, 5, 6]
+    assert client.get_run(train_run).info.status == "FINISHED"
+    assert "best.pth" in json.dumps([a.path for a in client.list_artifacts(train_run, "checkpoints")])
+    assert not (run_dir / SPOOL_NAME).exists()
