@@ -200,7 +200,7 @@ def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: 
         if resume_from:
             logger.info("resuming from %s", resume_from)
         try:
-            with system_metrics(tracker.ctx.tracking_uri, tracker.parent_run_id if tracker.enabled else None):
+            with system_metrics(tracker, tracker.parent_run_id):
                 if needs_torchrun(launch):
                     result = train_with_torchrun(config_path, run_dir, tracking, run.run_id, launch,
                                                  max_epochs=max_epochs, device=device, resume_from=resume_from,

@@ -241,3 +241,39 @@ def test_links_open_the_training_view():
     assert experiment_url("http://h:5001/", "3") == "http://h:5001/#/experiments/3/runs?workflowType=machine_learning"
     assert browse_hint("http://h:5001") == "open http://h:5001"  # a server: its own address, not 127.0.0.1:5000
     assert "mlflow ui --backend-store-uri sqlite:////x/y.db" in browse_hint("sqlite:////x/y.db")
+
+
+def test_system_metrics_go_through_the_queue_and_never_block_on_a_dead_store(mlflow_store, tmp_path, monkeypatch):
+    """Samples reach a live store as ``system/...`` steps; with the store down the stage ends at once and the
+    samples are in the spool (MLflow's own monitor would wait for the HTTP timeouts and drop them)."""
+    import socket
+    import time
+
+    from antgo.tracking.runs import TrackingContext
+    from antgo.tracking.system import system_metrics
+    from antgo.tracking.transport import SPOOL_NAME
+
+    tracker = PipelineTracker.start("tracking-system", "pipe", tracking_uri=mlflow_store.uri)
+    with system_metrics(tracker, tracker.parent_run_id, interval_s=0.05) as sampler:
+        deadline = time.monotonic() + 30
+        while sampler.steps < 2 and time.monotonic() < deadline:  # polls the sampler's own count
+            time.sleep(0.01)
+    tracker.close()
+    assert sampler.steps >= 3  # two while the block ran, one more for the interval it closed
+    history = mlflow_store.client().get_metric_history(tracker.parent_run_id, "system/cpu_utilization_percentage")
+    assert [m.step for m in history] == list(range(sampler.steps))
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as hung:  # accepts connections, never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        down = PipelineTracker(TrackingContext(uri, "0", "parent-of-hung-system", str(tmp_path / SPOOL_NAME)))
+        start = time.monotonic()
+        with system_metrics(down, "run-1", interval_s=0.05):
+            pass
+        assert time.monotonic() - start < 2.0
+        down.close(timeout=20.0)  # the call in flight times out (1 s) and is recorded
+    spooled = [json.loads(line) for line in (tmp_path / SPOOL_NAME).read_text().splitlines()]
+    assert any(m[0].startswith("system/cpu_utilization") for e in spooled for m in e.get("metrics", []))
