@@ -86,3 +86,23 @@ def _crash_prefect_run(flow_run_id: str | None, reason: str) -> None:
         crash_flow_run(flow_run_id, reason)
     except Exception as exc:
         logger.debug("could not mark Prefect flow run %s crashed: %s", flow_run_id, exc)
+
+def replay_earlier_outage(run_dir: Path, uri: str, reachable: bool) -> None:
+    """A resumed folder may hold what an earlier outage kept: send it before this pipeline opens its runs, so
+    that runs which ended during the outage get their status before the still RUNNING ones are closed as
+    KILLED. A failure only warns: the spool stays for a replay by hand."""
+    if not reachable or not (run_dir / SPOOL_NAME).is_file():
+        return
+    from antgo.tracking.replay import replay, replay_command
+    from antgo.tracking.transport import undelivered_report
+
+    try:
+        result = replay(run_dir, uri)
+    except Exception as exc:  # the resumed pipeline goes on either way
+        logger.warning("%s (%s --tracking-uri URI sends it later)", exc, replay_command(run_dir))
+        return
+    logger.info("sent %d tracking calls that an earlier outage kept in %s", len(result.delivered),
+                run_dir / SPOOL_NAME)
+    if result.failed:
+        logger.warning("still undelivered, kept in %s:\n  %s", run_dir / SPOOL_NAME,
+                       "\n  ".join(undelivered_report(result.failed)))

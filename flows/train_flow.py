@@ -48,7 +48,8 @@ from antgo.tracking.transport import SPOOL_NAME  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.server import crash_flow_run, script_server  # noqa: E402
 from flows.termination import on_forced_exit  # noqa: E402
-from flows.tracking_mode import TRACKING_MODES, check_tracking, open_tracker, tracking_mode  # noqa: E402
+from flows.tracking_mode import (TRACKING_MODES, check_tracking, open_tracker,  # noqa: E402
+                                 replay_earlier_outage, tracking_mode)
 from flows.report import publish_mlflow_link, publish_summary, summary_markdown  # noqa: E402
 
 logger = logging.getLogger("antgo.flows")
@@ -189,6 +190,8 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
     run_dir = make_run_dir(work_dir, config_path, resume, flow_run_name)
     run_lock = RunLock(run_dir, purpose="flow").acquire()  # the Trainer's lock: a folder in use is refused
     try:
+        if resume:
+            replay_earlier_outage(run_dir, uri, reachable)
         tracker = open_tracker(mode, reachable, uri, experiment or config_path.stem, run_dir, tags={
             "prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name,
             "antgo.config": str(config_path), "antgo.run_dir": str(run_dir)})

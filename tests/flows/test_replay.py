@@ -104,3 +104,24 @@ def test_a_call_the_store_refuses_stays_in_the_spool(mlflow_store, tmp_path):
     assert mlflow_store.client().get_run(child).info.status == "FINISHED"  # the rest went through
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["tracking_undelivered"] == [f"run {child}: 2 params (optimizer.lr, model.type)"]
+
+
+def test_a_resumed_pipeline_replays_the_spool_first_and_only_warns_when_it_cannot(mlflow_store, tmp_path, caplog):
+    import logging
+
+    from flows.tracking_mode import replay_earlier_outage
+
+    run_dir = tmp_path / "run"
+    _, child, _ = _outage(mlflow_store, run_dir, "replay-on-resume")
+    flows_logger = logging.getLogger("antgo.flows")
+    flows_logger.addHandler(caplog.handler)  # Prefect's logging setup may stop it from reaching the root
+    try:
+        replay_earlier_outage(run_dir, "sqlite:///" + str(tmp_path / "other.db"), reachable=True)
+        assert (run_dir / SPOOL_NAME).is_file()  # a store without the runs: nothing sent, the spool stays
+        assert any("has no run" in r.getMessage() and "antgo.tracking.replay" in r.getMessage()
+                   for r in caplog.records if r.levelno == logging.WARNING)
+        replay_earlier_outage(run_dir, mlflow_store.uri, reachable=True)
+    finally:
+        flows_logger.removeHandler(caplog.handler)
+    assert not (run_dir / SPOOL_NAME).exists()
+    assert mlflow_store.client().get_run(child).info.status == "FINISHED"
