@@ -31,8 +31,8 @@ class NonFiniteError(FloatingPointError):
 def parse_losses(outputs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Sum every output whose key contains ``loss`` (a tensor or a list of tensors).
 
-    Returns the total and every numeric output as a detached 0-d tensor (``loss`` = the total); nothing is
-    copied to the host. Python numbers in the outputs become CPU tensors.
+    Returns the total and every numeric output as a detached 0-d tensor (``loss`` = the total) that nothing
+    else writes to; nothing is copied to the host. Python numbers in the outputs become CPU tensors.
     """
     if not isinstance(outputs, Mapping):
         raise TypeError(f"forward_train must return a dict of losses, got {type(outputs).__name__}")
@@ -40,7 +40,10 @@ def parse_losses(outputs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, to
     terms: dict[str, torch.Tensor] = {}
     for key, value in outputs.items():
         if isinstance(value, torch.Tensor):
-            value = value if value.dim() == 0 else value.mean()
+            if value.dim():
+                value = value.mean()
+            elif value.grad_fn is None:  # a parameter, a buffer or a no-grad result: it may change in place
+                value = value.detach().clone()  # before the meter reads it (up to LossMeter.ROWS steps later)
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
             value = sum(v.mean() for v in value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -274,6 +274,22 @@ def test_loss_meter_add_runs_no_tensor_op_between_folds() -> None:
     assert meter.flush(LossMeter.ROWS + 1) == {"loss_seg": 0.5, "loss": 0.5}
 
 
+def test_a_logged_parameter_is_averaged_over_its_values_at_each_step() -> None:
+    """A model may return a parameter or buffer (a learnt temperature, a running statistic) to log it; the
+    optimizer changes it in place after the step, before the meter reads the kept terms."""
+    from antgo.engine.numerics import LossMeter, parse_losses
+
+    temperature = torch.nn.Parameter(torch.tensor(1.0))
+    weight = torch.nn.Parameter(torch.tensor(2.0))
+    meter = LossMeter(torch.device("cpu"))
+    for _ in range(4):  # temperature 1, 2, 3, 4 at the steps
+        loss, terms = parse_losses({"loss_seg": weight * 3, "temperature": temperature})
+        meter.add(terms)
+        with torch.no_grad():
+            temperature.add_(1.0)
+    assert meter.flush(4) == {"loss_seg": 6.0, "temperature": 2.5, "loss": 6.0}
+
+
 def test_device_augmentation_trains_and_validates_through_the_loop(tiny_seg_cfg: dict, tmp_path: Path) -> None:
     for split in ("train", "val"):  # the CUDA default, forced on CPU tensors
         tiny_seg_cfg["data"][split]["device_augmentation"] = True
