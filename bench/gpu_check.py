@@ -3,7 +3,8 @@
 Runs ``bench/train_throughput.py``'s measurement at full size (batch 128, 256 px, bf16 + channels_last, the
 seed's augmentation chain on JPEGs of 375-500 px) and prints, besides the two rates and their ratio (goal
 >= 0.90), what limits the end-to-end rate: the share of the step spent waiting for data, and how many host
-syncs one training iteration makes (``torch.cuda.set_sync_debug_mode('warn')`` over a few iterations).
+syncs one training iteration makes (``torch.cuda.set_sync_debug_mode('warn')`` over a few iterations), and
+one more round with the decoded-sample cache on (the workers no longer decode: what is left of the data path).
 Needs torch, opencv and Pillow only (no prefect, no mlflow)::
 
     python bench/gpu_check.py                    # on a CUDA machine
@@ -24,7 +25,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_throughput import Meter, make_data, presets, run, seed_cfg  # noqa: E402
+from train_throughput import Meter, make_data, presets, round_up, run, seed_cfg  # noqa: E402
 
 from antgo.engine import Trainer  # noqa: E402
 
@@ -76,6 +77,9 @@ def main() -> None:
         settings, rounds = presets(device), args.rounds
         print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
     result = run(device, rounds=rounds, data_dir=args.data, **settings)
+    # the same with the workers' decoding taken out: shows whether decoding or the rest of the path limits it
+    warmup = round_up(max(settings["warmup"], settings["images"] // settings["batch"] + 2), 5)  # a pass fills it
+    cached = run(device, rounds=1, data_dir=args.data, cache=True, **dict(settings, warmup=warmup))
     if device.type == "cuda":
         import tempfile
 
@@ -88,7 +92,9 @@ def main() -> None:
         return
     verdict = "meets" if result["ratio"] >= 0.90 else "is below"
     print(f"end-to-end / bare = {result['ratio']:.3f}: {verdict} the 0.90 goal; the trainer waited for data "
-          f"{100 * result['data_share']:.0f} % of its step time; total {time.perf_counter() - start:.0f} s", flush=True)
+          f"{100 * result['data_share']:.0f} % of its step time; with the decoded-sample cache "
+          f"{cached['ratio']:.3f} (waiting {100 * cached['data_share']:.0f} %); "
+          f"total {time.perf_counter() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
