@@ -75,6 +75,10 @@ def test_replay_sends_the_spool_as_it_was_logged_and_empties_it(mlflow_store, tm
     after = json.loads((run_dir / "summary.json").read_text())
     assert "tracking_undelivered" not in after and after["tracking_replay"]["delivered"] == len(result.delivered)
     assert replay(run_dir).delivered == []  # nothing left: a second replay sends nothing
+    # a replay killed before it rewrote the spool sends everything again: metric values are not duplicated
+    (run_dir / SPOOL_NAME).write_text("".join(json.dumps(e) + "\n" for e in logged))
+    assert not replay(run_dir).failed
+    assert len(client.get_metric_history(child, "loss")) == 5
 
 
 def test_replay_into_the_wrong_store_sends_nothing_and_keeps_the_spool(mlflow_store, tmp_path):
