@@ -1,6 +1,4 @@
 """``python -m antgo train|test|export|verify CONFIG``."""
-import sys
+from antgo.cli import run
 
-from antgo.cli import main
-
-sys.exit(main())
+run()

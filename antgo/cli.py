@@ -234,5 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ["ANTGO_UNSAFE_LOAD"] = unsafe_before
 
 
+def run() -> None:
+    """The process entry (``antgo`` script, ``python -m antgo``): a torchrun rank ends without interpreter
+    teardown once its work is done (see ``antgo.engine.rank_exit``)."""
+    code = main()
+    from antgo.engine.rank_exit import exit_rank, is_launched_rank
+
+    if is_launched_rank():
+        exit_rank(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -155,19 +155,16 @@ def run_rank(job_file: str) -> int:
 
 
 def main(job_file: str) -> None:
-    """Run the rank, then end the process with ``os._exit``: its result and error files are written, its
-    tracking queue drained, and interpreter teardown is what can still go wrong. Native threads that outlive
-    the Python objects they hold (gloo's workers, daemon threads writing to a closed stdout) make teardown
-    abort (SIGABRT) now and then on a loaded machine, and torchrun would report the finished rank as failed."""
+    """Run the rank, then end the process without interpreter teardown (``antgo.engine.rank_exit``): its result
+    and error files are written and its tracking queue drained by then."""
+    from antgo.engine.rank_exit import exit_rank
+
     try:
         code = run_rank(job_file)
     except BaseException:  # already in rank<N>.error.json; the traceback also goes to the log
         traceback.print_exc()
         code = 1
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
+    exit_rank(code)
 
 
 if __name__ == "__main__":

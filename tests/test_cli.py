@@ -97,6 +97,30 @@ def test_python_m_antgo_exit_codes(tiny_seg_cfg: dict, tmp_path: Path) -> None:
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
+def test_a_launched_rank_ends_without_teardown_and_keeps_its_output_and_code(tmp_path: Path) -> None:
+    """Under torchrun (TORCHELASTIC_RUN_ID set) the process ends with os._exit: everything it printed or
+    logged must still arrive, with the command's exit code; a folder a finalizer removes is removed."""
+    code = ("import gc, sys, tempfile, weakref, shutil\n"
+            "gc.disable()  # no automatic collection: only exit_rank's own can free the cycle\n"
+            "from antgo.cli import run\n"
+            "folder = tempfile.mkdtemp(dir=sys.argv[1])\n"
+            "class Cyclic: pass\n"
+            "c = Cyclic(); c.me = c  # freed only by the collector, like a trainer and its hooks\n"
+            "weakref.finalize(c, shutil.rmtree, folder)\n"
+            "del c\n"
+            "sys.argv = ['antgo'] + sys.argv[2:]\n"
+            "run()\n")
+    env = dict(os.environ, TORCHELASTIC_RUN_ID="test", PYTHONPATH=str(REPO))
+    listing = subprocess.run([sys.executable, "-c", code, str(tmp_path), "list", "models"], cwd=tmp_path,
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert "EncoderDecoder" in listing.stdout and listing.stdout.endswith("\n")
+    assert not list(tmp_path.iterdir())  # the finalizer ran before the exit
+    failing = subprocess.run([sys.executable, "-c", code, str(tmp_path), "train", str(tmp_path / "nope.py")],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert failing.returncode == 1 and "does not exist" in failing.stderr
+
+
 def test_parser_lists_the_commands() -> None:
     from antgo.cli import build_parser
 
