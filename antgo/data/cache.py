@@ -2,12 +2,14 @@
 
 Decoding a JPEG and its PNG mask is most of a sample's CPU cost; for a data set that fits in memory the
 decoded ``uint8`` arrays are kept in a folder on a RAM-backed file system (``/dev/shm`` where it exists with
-2 GiB free; else the temp folder, whose files the page cache keeps in RAM),
-one file per sample, written atomically (temp file + rename). Every worker process reads what any worker
-wrote, with fork and spawn alike, across epochs and worker restarts. Only the dataset's output is cached,
+2 GiB free; else the temp folder, whose files the page cache keeps in RAM), one file per sample, written
+atomically (temp file + rename). Every worker process reads what any worker wrote, with fork and spawn
+alike, across epochs and worker restarts; the ranks of a torchrun job on one machine share one folder (named
+by the job's run id), so the data is in RAM once, not once per rank. Only the dataset's output is cached,
 never the augmented sample. When the file system runs low on space, caching stops (with one warning) and
 samples are decoded as before. A cache folder the cache created itself is removed when the process that
-created it ends; a folder given in the config is kept and can be reused by later runs.
+created it ends (each rank of a job removes the shared one at its end; one still reading then decodes);
+a folder given in the config is kept and can be reused by later runs.
 """
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ def _default_base() -> Path | None:
     return None
 
 
+def _launched_job() -> str | None:
+    """torchrun's run id (made safe for a file name) when this process is one of several ranks on this machine."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if not run_id or int(os.environ.get("LOCAL_WORLD_SIZE", "1")) < 2:
+        return None
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
+
+
 def _remove_if_owner(folder: str, owner_pid: int) -> None:
     if os.getpid() == owner_pid:  # forked workers inherit the finalizer; only the creator cleans up
         shutil.rmtree(folder, ignore_errors=True)
@@ -70,8 +80,14 @@ class SampleCache:
         if spec is None or spec is False:
             return None
         if spec is True:
-            folder = tempfile.mkdtemp(prefix="antgo-sample-cache-", dir=_default_base())
+            run_id = _launched_job()
+            if run_id is not None:  # the ranks on this machine share one folder: one copy in RAM, not one per rank
+                folder = str(Path(_default_base() or tempfile.gettempdir())
+                             / f"antgo-sample-cache-{run_id}-{_fingerprint(dataset)}")
+            else:
+                folder = tempfile.mkdtemp(prefix="antgo-sample-cache-", dir=_default_base())
             logger.info("sample cache for %s in %s", type(dataset).__name__, folder)
+            # every rank removes it at its end (none leaks it); a rank still reading then decodes instead
             return cls(folder, owned=True)
         if isinstance(spec, (str, Path)):
             return cls(Path(spec).expanduser() / _fingerprint(dataset))
@@ -94,14 +110,17 @@ class SampleCache:
 
     def _put(self, path: Path, sample: Any) -> None:
         data = pickle.dumps(sample, protocol=5)
-        if shutil.disk_usage(self.folder).free - len(data) < self.reserve:
+        try:
+            if shutil.disk_usage(self.folder).free - len(data) < self.reserve:
+                self.full = True
+                logger.warning("sample cache %s: file system nearly full; decoding the remaining samples each time",
+                               self.folder)
+                return
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+        except FileNotFoundError:  # another rank of the job ended and removed the shared folder: decode from now on
             self.full = True
-            logger.warning("sample cache %s: file system nearly full; decoding the remaining samples each time",
-                           self.folder)
-            return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob("*.pkl"))

@@ -151,3 +151,20 @@ def test_cache_stops_writing_when_the_file_system_is_nearly_full(caplog):
     assert reader.cache.full and len(reader.cache) == 0 and ds.calls == 2
     assert caplog.text.count("file system nearly full") == 1
     reader.cache.close()
+
+
+def test_the_ranks_of_a_launched_job_share_one_cache_folder(monkeypatch):
+    """Two local ranks of one torchrun job: one folder (the data once in RAM); the first rank to end removes it
+    and the other goes on decoding without an error."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job/7")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    ds = Counting()
+    rank0, rank1 = Reader(ds, cache=True), Reader(ds, cache=True)
+    assert rank0.cache.folder == rank1.cache.folder and "job_7" in rank0.cache.folder.name
+    rank0[0]
+    assert rank1[0]["image"][0, 0, 0] == 0 and ds.calls == 1  # rank 1 read what rank 0 decoded
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another-job")
+    assert Reader(ds, cache=True).cache.folder != rank0.cache.folder
+    rank0.cache.close()
+    assert not rank1.cache.folder.exists()
+    assert rank1[1]["image"][0, 0, 0] == 1 and rank1.cache.full  # decoded; caching stopped, no error
