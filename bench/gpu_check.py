@@ -17,23 +17,27 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, if not installed
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_throughput import Meter, make_data, presets, round_up, run, seed_cfg  # noqa: E402
 
 from antgo.engine import Trainer  # noqa: E402
 
 
-def syncs_per_iteration(device: torch.device, data_dir: str, batch: int, size: int, workers: int) -> float:
+def syncs_per_iteration(device: torch.device, data_dir: str, batch: int, size: int, workers: int,
+                        images: int) -> float:
     """Host syncs per training iteration, counted by CUDA's sync debug mode over 10 iterations after warm-up
     (the log interval is 10, so one flush is included: a loop without per-step syncs reads about 0.1-0.3)."""
-    cfg = seed_cfg(make_data(Path(data_dir) / "voc", 256), batch, size, workers, 10)
+    cfg = seed_cfg(make_data(Path(data_dir) / "voc", images), batch, size, workers, 10)
     trainer = Trainer(cfg, work_dir=os.path.join(data_dir, "sync_run"), device=str(device))
     trainer.config_dataloader(with_validate=False)
     trainer.config_model()
@@ -64,6 +68,7 @@ def main() -> None:
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run (checks the script, no figures)")
     parser.add_argument("--data", default=None, help="folder for the generated data set (default: a temp dir)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the figures to this file (e.g. $OUT/gpu_check.json)")
     args = parser.parse_args()
     start = time.perf_counter()
     if args.cpu_smoke:
@@ -76,17 +81,21 @@ def main() -> None:
         device = torch.device("cuda")
         settings, rounds = presets(device), args.rounds
         print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
-    result = run(device, rounds=rounds, data_dir=args.data, **settings)
-    # the same with the workers' decoding taken out: shows whether decoding or the rest of the path limits it
-    warmup = round_up(max(settings["warmup"], settings["images"] // settings["batch"] + 2), 5)  # a pass fills it
-    cached = run(device, rounds=1, data_dir=args.data, cache=True, **dict(settings, warmup=warmup))
+    with tempfile.TemporaryDirectory(prefix="antgo_gpu_check_") as tmp:
+        data = args.data or tmp  # one generated data set for every measurement below
+        result = run(device, rounds=rounds, data_dir=data, **settings)
+        # the same with the workers' decoding taken out: shows whether decoding or the rest of the path limits it
+        warmup = round_up(max(settings["warmup"], settings["images"] // settings["batch"] + 2), 5)  # fills it
+        cached = run(device, rounds=1, data_dir=data, cache=True, **dict(settings, warmup=warmup))
+        syncs = (syncs_per_iteration(device, data, settings["batch"], settings["size"], settings["workers"],
+                                     settings["images"]) if device.type == "cuda" else float("nan"))
     if device.type == "cuda":
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            syncs = syncs_per_iteration(device, args.data or tmp, settings["batch"], settings["size"],
-                                        settings["workers"])
         print(f"host syncs per training iteration: {syncs:.2f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(0) if device.type == "cuda"
+                                               else "cpu", "torch": torch.__version__, "cpu_cores": os.cpu_count(),
+                                               "settings": settings, "end_to_end": result, "with_cache": cached,
+                                               "host_syncs_per_iteration": syncs}, indent=2))
     if args.cpu_smoke:
         print("CPU smoke run: the script works; its figures say nothing about a GPU", flush=True)
         return

@@ -27,6 +27,7 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, if not installed
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bare_loop import bare_loop, device_batches, make_model, make_optimizer  # noqa: E402
 
