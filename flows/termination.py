@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from antgo.config.env import env_seconds
+
 logger = logging.getLogger("antgo.flows")
 
 DEFAULT_GRACE_S = 10.0
@@ -34,11 +36,7 @@ _next_token = iter(range(1, 1 << 62))
 
 def grace_seconds() -> float:
     """``ANTGO_TERM_GRACE_S`` (seconds the normal cleanup gets after SIGTERM), default 10."""
-    text = os.environ.get("ANTGO_TERM_GRACE_S", "")
-    try:
-        return float(text) if text else DEFAULT_GRACE_S
-    except ValueError:
-        raise ValueError(f"ANTGO_TERM_GRACE_S={text!r} is not a number of seconds (e.g. 10)") from None
+    return env_seconds("ANTGO_TERM_GRACE_S", DEFAULT_GRACE_S)
 
 
 @contextmanager

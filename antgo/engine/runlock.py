@@ -2,7 +2,10 @@
 
 ``with RunLock(work_dir): ...`` creates ``<work_dir>/.antgo.lock`` (JSON: pid, host, start time, command)
 with ``O_CREAT | O_EXCL``. A second process refuses at once with :class:`RunFolderLocked` naming the holder.
-A lock left by a process that no longer runs (same host) is stale: it is taken over with a warning. The lock is
+A lock left by a process that no longer runs (same host) is stale: it is taken over with a warning. A process
+on another machine (a shared volume: a Kubernetes pod restarted elsewhere, another node) cannot be checked;
+instead its holder touches the file every ``HEARTBEAT_S`` seconds, and a lock from another host that has been
+silent for more than ``ANTGO_LOCK_STALE_S`` seconds (default 120) is stale too. The lock is
 re-entrant within a process (the flow holds it around its stages; the Trainer inside takes it again) and
 shared with the processes the holder starts (``torchrun`` launched from the flow): the holder lists its locks in
 the environment variable ``ANTGO_RUN_LOCKS``, which only its descendants inherit.
@@ -21,6 +24,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+from antgo.config.env import env_seconds
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["RunLock", "RunFolderLocked", "LOCK_NAME", "clean_temp_files"]
@@ -30,10 +35,55 @@ LOCK_NAME = ".antgo.lock"
 TEMP_PATTERNS = (".tmp_*.pth", "*.pth.tmp*", "*.json.tmp", "*.json.tmp*", ".*.tmp[0-9]*")
 
 LOCKS_ENV = "ANTGO_RUN_LOCKS"  # JSON {lock path: holder pid}, inherited by the processes the holder starts
+HEARTBEAT_S = 30.0  # the holder refreshes the lock file's mtime this often
+DEFAULT_STALE_AFTER_S = 120.0  # a lock from another host silent for longer is stale (clocks may differ a little)
 
 _held: dict[str, int] = {}  # lock path -> nesting depth in this process
 _shared: set[str] = set()  # locks this process uses on behalf of the parent that holds them
 _guard = threading.Lock()
+_beating: set[str] = set()  # lock files this process created: the heartbeat thread touches them
+_heartbeat: threading.Thread | None = None
+_wake = threading.Event()  # a new lock: touch it now and wait HEARTBEAT_S (as set now) from there
+
+
+def stale_after_s() -> float:
+    return env_seconds("ANTGO_LOCK_STALE_S", DEFAULT_STALE_AFTER_S)
+
+
+def _beat() -> None:
+    """Touch every lock this process holds until it holds none (then the thread ends; the next lock restarts it)."""
+    global _heartbeat
+    while True:
+        _wake.wait(HEARTBEAT_S)
+        _wake.clear()
+        with _guard:
+            if not _beating:
+                _heartbeat = None
+                return
+            paths = list(_beating)
+        for path in paths:
+            try:
+                os.utime(path)
+            except OSError:  # removed meanwhile (released, or taken over as stale by mistake): nothing to refresh
+                pass
+
+
+def _start_beating(path: str) -> None:
+    """Called with ``_guard`` held."""
+    global _heartbeat
+    _beating.add(path)
+    if _heartbeat is None or not _heartbeat.is_alive():
+        _heartbeat = threading.Thread(target=_beat, name="antgo-runlock-heartbeat", daemon=True)
+        _heartbeat.start()
+    else:
+        _wake.set()
+
+
+def _silent_for(path: str) -> float | None:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 class RunFolderLocked(RuntimeError):
@@ -85,9 +135,14 @@ def _read_holder(path: str) -> dict[str, Any]:
         return {}  # half-written by a process killed while creating it: treated as stale
 
 
-def _describe(holder: dict[str, Any]) -> str:
-    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
+def _describe(holder: dict[str, Any], path: str | None = None) -> str:
+    text = (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
             + (f" ({holder['command']})" if holder.get("command") else ""))
+    silent = _silent_for(path) if path and holder.get("host") != socket.gethostname() else None
+    if silent is not None and holder.get("heartbeat"):
+        text += (f", last sign of life {silent:.0f} s ago (taken over once silent for more than "
+                 f"{stale_after_s():.0f} s)")
+    return text
 
 
 def clean_temp_files(folder: str) -> list[str]:
@@ -117,7 +172,8 @@ class RunLock:
 
     def _record(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)[:300]}
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)[:300],
+                "heartbeat": HEARTBEAT_S}
 
     def _try_create(self) -> bool:
         try:
@@ -132,7 +188,10 @@ class RunLock:
         if not holder:
             return True
         if holder.get("host") != socket.gethostname():
-            return False  # cannot check a process on another machine: assume it runs
+            # no process check across machines: a holder that touches the file is alive until it goes silent
+            # (a lock of a version without heartbeat is never judged stale here)
+            silent = _silent_for(self.path)
+            return bool(holder.get("heartbeat")) and silent is not None and silent > stale_after_s()
         pid = int(holder.get("pid", -1))
         # our own pid but not held here: an earlier process with the same pid (a restarted container) left it
         return pid == os.getpid() or not _pid_alive(pid)
@@ -154,7 +213,8 @@ class RunLock:
                     return self  # the parent's run: its files are being written, leave them alone
                 if not self._is_stale(holder):
                     raise RunFolderLocked(
-                        f"run folder {self.work_dir} is in use by {_describe(holder)}. Wait for that run to end, "
+                        f"run folder {self.work_dir} is in use by {_describe(holder, self.path)}. Wait for that "
+                        f"run to end, "
                         f"use another --work-dir, or, if that process is certainly gone (e.g. another machine "
                         f"that crashed), delete {self.path}.")
                 self._take_over(holder)
@@ -162,6 +222,7 @@ class RunLock:
                 raise RunFolderLocked(f"could not take the lock {self.path}: other processes keep racing for it")
             _held[self.path] = 1
             _set_env_lock(self.path, os.getpid())
+            _start_beating(self.path)
         clean_temp_files(self.work_dir)
         return self
 
@@ -171,8 +232,12 @@ class RunLock:
                 and holder.get("host") == socket.gethostname() and _pid_alive(int(pid)))
 
     def _take_over(self, holder: dict[str, Any]) -> None:
-        logger.warning("run folder %s: taking over a stale lock of %s (that process no longer runs)",
-                       self.work_dir, _describe(holder) if holder else "an unreadable lock file")
+        if holder and holder.get("host") != socket.gethostname():
+            why = f"its holder has not touched it for {_silent_for(self.path) or 0:.0f} s"
+        else:
+            why = "that process no longer runs"
+        logger.warning("run folder %s: taking over a stale lock of %s (%s)", self.work_dir,
+                       _describe(holder) if holder else "an unreadable lock file", why)
         stale = f"{self.path}.stale{os.getpid()}"
         try:
             os.replace(self.path, stale)  # only one racer gets the file; the others see it gone and retry
@@ -197,6 +262,7 @@ class RunLock:
                 return
             if depth:
                 _set_env_lock(self.path, None)
+                _beating.discard(self.path)
             if depth and int(_read_holder(self.path).get("pid", -1)) == os.getpid():
                 try:
                     os.remove(self.path)

@@ -66,6 +66,45 @@ def test_lock_left_under_our_own_pid_counts_as_stale(tmp_path: Path) -> None:
         assert "started" in json.loads((tmp_path / LOCK_NAME).read_text())
 
 
+def test_a_lock_from_another_host_is_stale_once_its_heartbeat_stops(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A shared volume (a pod restarted on another node): the other host's process cannot be checked, but its
+    holder touches the lock file; silent for longer than ANTGO_LOCK_STALE_S (default 120 s), it is stale."""
+    import time
+
+    lock = tmp_path / LOCK_NAME
+    other = {"pid": 4242, "host": "node-that-crashed", "started": "08:00", "heartbeat": 30.0}
+    lock.write_text(json.dumps(other))
+    with pytest.raises(RunFolderLocked, match=r"node-that-crashed.*last sign of life \d+ s ago.*more than 120 s"):
+        RunLock(tmp_path).acquire()  # touched just now: alive
+    old = time.time() - 121
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger="antgo.engine.runlock"), RunLock(tmp_path):
+        assert json.loads(lock.read_text())["host"] == socket.gethostname()
+    assert "stale lock of pid 4242 on host node-that-crashed" in caplog.text
+    assert "not touched it for 121 s" in caplog.text
+    # a lock written without a heartbeat (an older antgo) is never judged stale from another host
+    lock.write_text(json.dumps({k: v for k, v in other.items() if k != "heartbeat"}))
+    os.utime(lock, (old, old))
+    with pytest.raises(RunFolderLocked, match="node-that-crashed"):
+        RunLock(tmp_path).acquire()
+
+
+def test_the_holder_keeps_its_lock_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from antgo.engine import runlock
+
+    monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.02)
+    with RunLock(tmp_path / "run") as held:
+        old = time.time() - 1000
+        os.utime(held.path, (old, old))
+        deadline = time.monotonic() + 30
+        while os.stat(held.path).st_mtime < old + 500 and time.monotonic() < deadline:  # polls the file
+            time.sleep(0.01)
+        assert time.time() - os.stat(held.path).st_mtime < 100
+
+
 def test_unreadable_lock_file_counts_as_stale(tmp_path: Path) -> None:
     (tmp_path / LOCK_NAME).write_text("{half")
     with RunLock(tmp_path):
