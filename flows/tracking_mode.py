@@ -87,6 +87,7 @@ def _crash_prefect_run(flow_run_id: str | None, reason: str) -> None:
     except Exception as exc:
         logger.debug("could not mark Prefect flow run %s crashed: %s", flow_run_id, exc)
 
+
 def replay_earlier_outage(run_dir: Path, uri: str, reachable: bool) -> None:
     """A resumed folder may hold what an earlier outage kept: send it before this pipeline opens its runs, so
     that runs which ended during the outage get their status before the still RUNNING ones are closed as

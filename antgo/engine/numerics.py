@@ -64,10 +64,10 @@ class LossMeter:
     """Device-side sums of the loss terms of the current log interval, with per-key first non-finite iteration.
 
     ``add(terms)`` keeps references to the step's terms (detached 0-d tensors, as ``parse_losses`` returns
-    them): no kernel, no host transfer. Every
-    ``ROWS`` steps, and before a flush, the kept terms are stacked in one kernel and folded into the running
-    sums and first-bad iterations on the device. ``flush(iteration)`` returns the interval averages as floats
-    (one host copy, plus one all-reduce per call under DDP) or raises ``NonFiniteError``.
+    them): no kernel, no host transfer. Every ``ROWS`` steps, and before a flush, the kept terms are stacked in
+    one kernel and folded into the running sums and first-bad iterations on the device. ``flush(iteration)``
+    returns the interval averages as floats (one host copy, plus one all-reduce per call under DDP) or raises
+    ``NonFiniteError``.
     """
 
     ROWS = 64  # steps kept between folds
