@@ -84,14 +84,11 @@ def _not_repeatable(entry: dict[str, Any], run_dir: Path) -> str | None:
 def _artifact_file(entry: dict[str, Any], run_dir: Path) -> Path:
     """The file as logged; a run folder moved since then is looked up under its new place."""
     path = Path(entry["path"])
-    if path.exists() or not path.is_absolute():
-        return path if path.is_absolute() else run_dir / path
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, run_dir / path]
     parts = path.parts
-    if run_dir.name in parts:  # .../<old place>/<run folder>/output/best.pth -> <run_dir>/output/best.pth
-        moved = run_dir.joinpath(*parts[len(parts) - parts[::-1].index(run_dir.name):])
-        if moved.exists():
-            return moved
-    return path
+    if path.is_absolute() and run_dir.name in parts:  # .../<old place>/<run folder>/output/best.pth
+        candidates.append(run_dir.joinpath(*parts[len(parts) - parts[::-1].index(run_dir.name):]))
+    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 def _send(client: Any, entry: dict[str, Any], run_dir: Path) -> None:

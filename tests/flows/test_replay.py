@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -49,8 +50,9 @@ def _outage(mlflow_store, run_dir: Path, experiment: str) -> tuple[str, str, dic
 def test_replay_sends_the_spool_as_it_was_logged_and_empties_it(mlflow_store, tmp_path):
     from antgo.tracking.replay import replay
 
-    run_dir = tmp_path / "run"
-    parent, child, summary = _outage(mlflow_store, run_dir, "replay-ok")
+    parent, child, summary = _outage(mlflow_store, tmp_path / "run", "replay-ok")
+    run_dir = tmp_path / "moved" / "run"  # the folder was moved since: its artifacts are found at the new place
+    shutil.move(tmp_path / "run", run_dir)
     logged = [json.loads(line) for line in (run_dir / SPOOL_NAME).read_text().splitlines()]
     stamps = sorted(m[3] for e in logged if e["kind"] == "metrics" for m in e["metrics"] if m[0] == "loss")
 
