@@ -94,16 +94,12 @@ def replay_earlier_outage(run_dir: Path, uri: str, reachable: bool) -> None:
     KILLED. A failure only warns: the spool stays for a replay by hand."""
     if not reachable or not (run_dir / SPOOL_NAME).is_file():
         return
-    from antgo.tracking.replay import replay, replay_command
-    from antgo.tracking.transport import undelivered_report
+    from antgo.tracking.replay import log_result, replay, replay_command
 
     try:
         result = replay(run_dir, uri)
     except Exception as exc:  # the resumed pipeline goes on either way
         logger.warning("%s (%s --tracking-uri URI sends it later)", exc, replay_command(run_dir))
         return
-    logger.info("sent %d tracking calls that an earlier outage kept in %s", len(result.delivered),
-                run_dir / SPOOL_NAME)
-    if result.failed:
-        logger.warning("still undelivered, kept in %s:\n  %s", run_dir / SPOOL_NAME,
-                       "\n  ".join(undelivered_report(result.failed)))
+    logger.info("replayed what an earlier outage kept in %s:", run_dir / SPOOL_NAME)
+    log_result(result, run_dir)

@@ -157,10 +157,10 @@ def replay(run_dir: str | Path, tracking_uri: str | None = None) -> ReplayResult
         entries = read_spool(spool)
         bound_http_retries()
         client = MlflowClient(tracking_uri=uri)
-        _check_store(client, uri, [e for e in entries if _not_repeatable(e, run_dir) is None])
+        verdicts = [(entry, _not_repeatable(entry, run_dir)) for entry in entries]
+        _check_store(client, uri, [entry for entry, why in verdicts if why is None])
         result = ReplayResult()
-        for entry in entries:
-            why = _not_repeatable(entry, run_dir)
+        for entry, why in verdicts:
             if why is not None:
                 result.dropped.append((entry, why))
                 continue
@@ -200,6 +200,16 @@ def _rewrite(spool: Path, run_dir: Path, summary: dict[str, Any], result: Replay
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
+def log_result(result: ReplayResult, run_dir: Path) -> None:
+    """One line per run and kind of call: delivered (INFO), dropped (WARNING), still undelivered (ERROR)."""
+    for line in undelivered_report(result.delivered):
+        logger.info("delivered: %s", line)
+    for entry, why in result.dropped:
+        logger.warning("not repeatable, dropped: %s (%s)", undelivered_report([entry])[0], why)
+    for line in undelivered_report(result.failed):
+        logger.error("still undelivered (kept in %s): %s", run_dir / SPOOL_NAME, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m antgo.tracking.replay", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="the pipeline's run folder (it holds summary.json and the spool)")
@@ -209,15 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s - %(message)s")
     try:
         result = replay(args.run_dir, args.tracking_uri)
-    except (ReplayError, RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError) as exc:  # ReplayError, a locked run folder, an unreadable spool
         logger.error("%s", exc)
         return 1
-    for line in undelivered_report(result.delivered):
-        logger.info("delivered: %s", line)
-    for entry, why in result.dropped:
-        logger.warning("not repeatable, dropped: %s (%s)", undelivered_report([entry])[0], why)
-    for line in undelivered_report(result.failed):
-        logger.error("still undelivered (kept in %s): %s", Path(args.run_dir) / SPOOL_NAME, line)
+    log_result(result, Path(args.run_dir))
     return 1 if result.failed else 0
 
 
