@@ -81,7 +81,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary.get("mlflow_experiment_url"):
         lines.append(f"- MLflow experiment (all runs): {summary['mlflow_experiment_url']}")
     if summary.get("error"):
-        lines += ["", f"**Failed in stage `{summary.get('failed_stage')}`:** `{summary['error']}`"]
+        lines += ["", f"**{summary.get('status', 'Failed')} in stage `{summary.get('failed_stage')}`:** "
+                      f"`{summary['error']}`"]
+    if summary.get("resume"):
+        lines += ["", f"Continue from the last checkpoint: `{summary['resume']}`"]
     metrics = {**{f"val best {summary.get('best_metric') or ''}".strip(): summary.get("best_score")},
                **(summary.get("test_metrics") or {})}
     metrics = {k: v for k, v in metrics.items() if v is not None}

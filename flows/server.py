@@ -63,6 +63,22 @@ def crash_flow_run(flow_run_id: str, message: str, api_url: str | None = None) -
             client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
 
 
+def flow_run_cancelling(flow_run_id: str, timeout: float = 5.0) -> bool:
+    """True when the Prefect flow run is being cancelled (a user's Cancel, ``prefect flow-run cancel``): its
+    process got SIGTERM for that reason. False when it is not, or the API does not answer within ``timeout``."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_REQUEST_TIMEOUT: timeout}), \
+                get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except Exception as exc:  # the status line then says "Stopped": nothing else depends on it
+        logger.debug("could not read the state of flow run %s: %s", flow_run_id, exc)
+        return False
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
 def pid_dir() -> Path:
     from prefect.settings import get_current_settings
 

@@ -177,6 +177,15 @@ def _resume_checkpoint(run_dir: str, cfg: Any = None) -> str | None:
         return None
 
 
+def can_resume(run_dir: str, config_path: str | None) -> bool:
+    """True when the run folder has a ``latest.pth`` that ``--resume`` would continue from."""
+    try:
+        cfg = _load(config_path) if config_path else None
+    except Exception:  # the folder's config no longer loads: look where the defaults put checkpoints
+        cfg = None
+    return _resume_checkpoint(run_dir, cfg) is not None
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train(config_path: str, run_dir: str, tracking: dict[str, Any], max_epochs: int | None = None,
           device: str | None = None, resume: bool = False, flush_every: int = 50,

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import inspect
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -46,7 +48,7 @@ from antgo.tracking.store import (TrackingUnavailableError, browse_hint, check_r
 from antgo.tracking.replay import replay_command  # noqa: E402
 from antgo.tracking.transport import SPOOL_NAME  # noqa: E402
 from flows import tasks  # noqa: E402
-from flows.server import crash_flow_run, script_server  # noqa: E402
+from flows.server import crash_flow_run, flow_run_cancelling, script_server  # noqa: E402
 from flows.termination import on_forced_exit  # noqa: E402
 from flows.tracking_mode import (TRACKING_MODES, check_tracking, open_tracker,  # noqa: E402
                                  replay_earlier_outage, tracking_mode)
@@ -206,6 +208,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         "tracking": mode if tracker.enabled else f"{mode}: not used"}
     logger.info("pipeline run folder: %s", run_dir)
     track = tracker.ctx.to_dict()
+    cfg_path = None
     stage = "start"  # from here on a failure closes the parent run as FAILED
     try:
         tracker.log_params(tracker.parent_run_id, {
@@ -242,7 +245,11 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
         summary.update(parity=_parity_summary(verified["report"], True), alias_set=verified["alias"],
                        champion_version=verified["champion"])
     except BaseException as exc:
-        summary.update(status="Failed", failed_stage=stage, error=error_text(exc))
+        summary.update(status=_stop_status(exc, flow_run_id), failed_stage=stage, error=error_text(exc))
+        if tasks.can_resume(str(run_dir), cfg_path):
+            summary["resume"] = resume_command(_flow_parameters(), str(run_dir), _deployment_name())
+            logger.warning("pipeline %s in stage %s; continue it from its last checkpoint with:\n  %s",
+                           summary["status"], stage, summary["resume"])
         report = getattr(exc, "report", None)
         if stage == "verify" and isinstance(report, dict):
             summary["parity"] = _parity_summary(report, False)
@@ -257,6 +264,59 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
     _finish(tracker, summary, None)
     run_lock.release()
     return summary
+
+
+def _stop_status(exc: BaseException, flow_run_id: str | None) -> str:
+    """Failed (an error), Cancelled (the Prefect run was cancelled) or Stopped (SIGTERM, Ctrl-C)."""
+    if not is_interrupt(exc):
+        return "Failed"
+    return "Cancelled" if flow_run_id and flow_run_cancelling(flow_run_id) else "Stopped"
+
+
+def _flow_parameters() -> dict[str, Any]:
+    from prefect.runtime import flow_run
+
+    return dict(flow_run.parameters or {})
+
+
+def _deployment_name() -> str | None:
+    """``antgo/<deployment>`` when a deployment started this flow run, else None (the command line)."""
+    from prefect.runtime import deployment
+
+    return f"antgo/{deployment.name}" if deployment.id and deployment.name else None
+
+
+# flow parameter -> command-line option (parameters without one, e.g. launch and loader_context, are left out)
+_CLI_OPTIONS = {"cfg_options": "--cfg-options", "max_epochs": "--max-epochs", "device": "--device",
+                "experiment": "--experiment", "tracking_uri": "--tracking-uri", "parity_thresholds": "--parity",
+                "parity_samples": "--parity-samples", "num_vis": "--num-vis", "alias": "--alias",
+                "nproc_per_node": "--nproc-per-node", "tracking": "--tracking"}
+
+
+def resume_command(parameters: dict[str, Any], run_dir: str, deployment: str | None = None) -> str:
+    """The command that continues ``run_dir`` from its ``latest.pth`` with the run's other settings: a
+    ``prefect deployment run`` when a deployment started it, else the flow script."""
+    defaults = {k: v.default for k, v in inspect.signature(antgo.fn).parameters.items()}
+    changed = {k: v for k, v in parameters.items()
+               if k in defaults and k not in ("config", "work_dir", "resume") and v != defaults[k]}
+    config = str(parameters.get("config") or DEFAULT_CONFIG)
+    if deployment:
+        parts = ["prefect", "deployment", "run", deployment, "--param", f"config={config}"]
+        for key, value in {**changed, "resume": run_dir}.items():
+            parts += ["--param", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+        return shlex.join(parts)
+    parts = ["python", "flows/train_flow.py", config, "--resume", run_dir]
+    for key, value in changed.items():
+        option = _CLI_OPTIONS.get(key)
+        if option is None or value is None:
+            continue
+        if key == "cfg_options":
+            parts += [option, *value]
+        elif key == "parity_thresholds":
+            parts += [option, *(f"{name}={limit}" for name, limit in value.items())]
+        else:
+            parts += [option, str(value)]
+    return shlex.join(parts)
 
 
 def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
@@ -324,7 +384,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The CLI's closing report: metrics, parity verdict, artifacts and how to browse them."""
     lines = [f"antgo pipeline {summary.get('status')}: {summary.get('config')}"]
     if summary.get("error"):
-        lines.append(f"  failed in stage {summary.get('failed_stage')}: {summary['error']}")
+        lines.append(f"  {str(summary.get('status', 'failed')).lower()} in stage {summary.get('failed_stage')}: "
+                     f"{summary['error']}")
     if summary.get("best_score") is not None:
         lines.append(f"  best val {summary.get('best_metric')}: {summary['best_score']:.4f} "
                      f"({summary.get('epochs')} epochs, {summary.get('iters')} iterations)")
@@ -349,6 +410,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += [f"    {line}" for line in summary["tracking_undelivered"]]
         lines.append(f"    send it once the store is back: {replay_command(summary['run_dir'])}")
     lines.append(f"  run folder: {summary.get('run_dir')}")
+    if summary.get("resume"):
+        lines.append(f"  continue it: {summary['resume']}")
     if summary.get("onnx_path"):
         lines.append(f"  ONNX: {summary['onnx_path']}")
     if summary.get("best_checkpoint"):

@@ -57,6 +57,11 @@ def check_image_file(path: str | Path) -> None:
     _check_complete(path, head, tail)
 
 
+# OpenCV >= 4.11 decodes straight to RGB (no conversion pass); older releases decode BGR
+_DECODES_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")
+_DECODE_FLAG = cv2.IMREAD_COLOR_RGB if _DECODES_RGB else cv2.IMREAD_COLOR
+
+
 def read_bytes(path: str | Path) -> np.ndarray:
     """The file's bytes as a ``uint8`` array (FileNotFoundError naming the file when it is missing)."""
     path = Path(path)
@@ -72,10 +77,10 @@ def decode_rgb(data: np.ndarray, path: str | Path = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes to RGB ``uint8`` ``(H, W, 3)``; truncated or undecodable -> CorruptImageError."""
     path = Path(path)
     _check_complete(path, data[:8].tobytes(), data[-_EOI_WINDOW:].tobytes())
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+    img = cv2.imdecode(data, _DECODE_FLAG)
     if img is None:
         raise CorruptImageError(f"cannot decode image {path} (corrupt or not an image)")
-    return img
+    return img if _DECODES_RGB else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from antgo.fileio import signals_deferred
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "NonFiniteCheckpointError", "save_checkpoint",
@@ -167,11 +169,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers never see a half-written file
+        with signals_deferred():  # a SIGTERM or Ctrl-C now would break torch.save's writer: it waits
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # readers never see a half-written file
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -70,9 +70,24 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def error_text(exc: BaseException | str) -> str:
-    """``Type: message`` cut to what an MLflow tag holds."""
-    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    """``Type: message`` cut to what an MLflow tag holds; a signal without a message is named."""
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc) or _stop_cause(exc)}"
     return text if len(text) <= MAX_TAG_VALUE else text[: MAX_TAG_VALUE - 3] + "..."
+
+
+def _stop_cause(exc: BaseException) -> str:
+    """What stopped the run, for exceptions that carry no message (Prefect's TerminationSignal, Ctrl-C)."""
+    import signal
+
+    signum = getattr(exc, "signal", None)
+    if isinstance(signum, int):
+        try:
+            return signal.Signals(signum).name
+        except ValueError:
+            return f"signal {signum}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT (Ctrl-C)"
+    return ""
 
 
 @dataclass

@@ -58,6 +58,20 @@ def test_garbage_image_and_truncated_mask_name_their_files(voc, tmp_path):
         build_dataset(train_cfg(voc))[1]
 
 
+def test_opencv_without_rgb_decoding_gives_the_same_rgb_pixels(voc, monkeypatch):
+    """OpenCV before 4.11 has no IMREAD_COLOR_RGB: the reader decodes BGR and converts."""
+    import cv2
+
+    from antgo.data import image_io
+
+    path = jpeg(voc, 1)
+    rgb = read_rgb(path)
+    monkeypatch.setattr(image_io, "_DECODES_RGB", False)
+    monkeypatch.setattr(image_io, "_DECODE_FLAG", cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(read_rgb(path), rgb)
+    np.testing.assert_array_equal(rgb, cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+
+
 def test_bytes_after_the_end_marker_are_accepted(voc):
     path = jpeg(voc, 0)
     before = read_rgb(path)

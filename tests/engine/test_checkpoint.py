@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -124,6 +126,30 @@ def test_missing_and_corrupt_files(tmp_path):
     garbage.write_bytes(b"this is not a checkpoint")
     with pytest.raises(CheckpointError, match="garbage.pth.*corrupt"):
         load_checkpoint(garbage, Net())
+
+
+class _CtrlCWhenPickled:
+    """Sends SIGINT to this process while torch.save pickles it: Ctrl-C in the middle of a checkpoint write."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return (OrderedDict, ())  # loads with weights_only
+
+
+class _Scheduler:
+    def state_dict(self):
+        return {"step": 3, "trigger": _CtrlCWhenPickled()}
+
+
+def test_ctrl_c_during_a_checkpoint_write_is_raised_once_the_file_is_complete(tmp_path):
+    """Raised inside torch.save, the interrupt broke its zip writer (a RuntimeError that hid the signal) and
+    the checkpoint was lost; now the write ends first and the interrupt follows."""
+    path = tmp_path / "latest.pth"
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, Net(), scheduler=_Scheduler())
+    assert torch.load(path, weights_only=True)["scheduler"] == {"step": 3, "trigger": {}}
+    assert not list(tmp_path.glob(".tmp_*"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_resume_without_optimizer_state_is_an_error(tmp_path):

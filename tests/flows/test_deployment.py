@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -119,3 +120,64 @@ def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(setup, serv
     assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-4000:]
     runs = mlflow_store.pipeline_runs("deploy-worker")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+
+def _flow_run_state(api_url: str, flow_run_id: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=30) as resp:
+        return json.load(resp)["state"]
+
+
+def test_cancelling_a_served_run_keeps_its_work_and_says_how_to_continue(setup, served, prefect_server,
+                                                                         mlflow_store):
+    """Cancel in Prefect (as the UI's button does) while the run trains: the flow run ends Cancelled, its MLflow
+    runs KILLED, the folder keeps its checkpoints and is unlocked, the summary gives the command that continues
+    it, the run's processes are gone and the serve process goes on serving."""
+    import psutil
+
+    work_dir = setup["folder"] / "wd-cancel"
+    options = '["data.train_dataloader.workers_per_gpu=1", "evaluation.interval=1000"]'
+    started = subprocess.run(
+        [PREFECT, "deployment", "run", "antgo/full-pipeline", "--param", f"config={setup['config']}",
+         "--param", f"work_dir={work_dir}", "--param", "experiment=deploy-cancel", "--param", "max_epochs=100000",
+         "--param", "num_vis=0", "--param", f"cfg_options={options}"],
+        env=setup["env"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
+    client = mlflow_store.client()
+    deadline = time.monotonic() + 240
+    while True:  # training has logged a step: the run is inside the train stage
+        assert time.monotonic() < deadline, served["log"].read_text()[-4000:]
+        runs = mlflow_store.pipeline_runs("deploy-cancel")
+        train = runs and client.search_runs([runs[0].info.experiment_id], "tags.`antgo.stage` = 'train'")
+        if train and client.get_metric_history(train[0].info.run_id, "loss"):
+            break
+        time.sleep(0.2)
+    serve = psutil.Process(served["proc"].pid)
+    run_processes = [c for c in serve.children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
+    assert len(run_processes) >= 2  # the flow run's process and its loader worker
+    cancel = subprocess.run([PREFECT, "flow-run", "cancel", flow_run_id], env=setup["env"], capture_output=True,
+                            text=True, timeout=120)
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    while (state := _flow_run_state(prefect_server.api_url, flow_run_id))["type"] in ("RUNNING", "CANCELLING"):
+        assert time.monotonic() < deadline, served["log"].read_text()[-4000:]
+        time.sleep(0.2)
+    assert state["type"] == "CANCELLED", state
+
+    parent = mlflow_store.pipeline_runs("deploy-cancel")[0]
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert parent.info.status == "KILLED" and parent.data.tags["error"] == "TerminationSignal: SIGTERM"
+    assert {c.data.tags["antgo.stage"]: c.info.status for c in children} == {
+        "parse_config": "FINISHED", "build_dataloaders": "FINISHED", "train": "KILLED"}
+    run_dir = Path(parent.data.tags["antgo.run_dir"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["failed_stage"]) == ("Cancelled", "train")
+    assert list(run_dir.rglob("latest.pth")) and not (run_dir / ".antgo.lock").exists()
+    assert summary["resume"].startswith("prefect deployment run antgo/full-pipeline --param config=")
+    assert f"resume={run_dir}" in summary["resume"] and "evaluation.interval=1000" in summary["resume"]
+    assert "max_epochs=100000" in summary["resume"] and "work_dir" not in summary["resume"]
+
+    _, alive = psutil.wait_procs(run_processes, timeout=max(1.0, deadline - time.monotonic()))
+    assert not alive, [c.cmdline() for c in alive]
+    assert served["proc"].poll() is None
