@@ -60,8 +60,11 @@ def hsv8_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     OpenCV's vectorised loop truncates; its scalar loop for the last few pixels of a row rounds, so
     those pixels may differ by one level.
     """
-    _, _, sector_table, _ = _tables(hsv.device)
-    h8, s8, v8 = hsv.unbind(1)
+    return _hsv8_to_rgb(*hsv.unbind(1))
+
+
+def _hsv8_to_rgb(h8: torch.Tensor, s8: torch.Tensor, v8: torch.Tensor) -> torch.Tensor:
+    _, _, sector_table, _ = _tables(h8.device)
     h = h8.float() * np.float32(6.0 / 180.0)
     s = s8.float() * np.float32(1.0 / 255.0)
     v = v8.float() * np.float32(1.0 / 255.0)
@@ -85,8 +88,9 @@ def _flags(values: Sequence[object], like: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_grey(img: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean BT.601 luma in float64, as ``cv2.mean`` + the dot product on the CPU."""
-    means = img.double().mean(dim=(2, 3))
+    """Per-sample mean BT.601 luma in float64, as ``cv2.mean`` + the dot product on the CPU. The pixels are
+    integers, so their float64 sum is exact in any order (and no float64 copy of the batch is made)."""
+    means = img.sum(dim=(2, 3), dtype=torch.float64) / (img.shape[2] * img.shape[3])
     return (means @ _tables(img.device)[3]).view(-1, 1, 1, 1)
 
 
@@ -105,20 +109,19 @@ def color_distort_batch(img: torch.Tensor, params: Sequence[ColorParams]) -> tor
     alpha = _per_sample([p.contrast for p in params], 1.0, img)
     sat = _per_sample([p.saturation for p in params], 1.0, img)
     hue = _per_sample([p.hue for p in params], 0.0, img)
-    has_b = _flags([p.brightness for p in params], img)
     first = _flags([p.contrast is not None and p.contrast_first for p in params], img)
     after = _flags([p.contrast is not None and not p.contrast_first for p in params], img)
     has_hsv = _flags([p.saturation is not None or p.hue is not None for p in params], img)
     has_s, has_h = _flags([p.saturation for p in params], img), _flags([p.hue for p in params], img)
     base_grey = _mean_grey(img)
-    x = torch.where(has_b, img * bright, img)
-    scale = torch.where(has_b, bright.double(), torch.ones_like(bright, dtype=torch.float64))
+    x = img * bright  # 1.0 where a sample has no brightness step: exactly its pixels
+    scale = bright.double()
     x = torch.where(first, _contrast(x, base_grey * scale, alpha), x)
     if any(p.saturation is not None or p.hue is not None for p in params):  # decided on the host: no sync
         hsv = rgb_to_hsv8(_u8(x)).float()
         h = torch.where(has_h, _u8(torch.remainder(hsv[:, 0:1] + hue, 180.0)).clamp_(max=179.0), hsv[:, 0:1])
         s = torch.where(has_s, _u8(torch.clamp(hsv[:, 1:2] * sat, 0, 255)), hsv[:, 1:2])
-        rgb = hsv8_to_rgb(torch.cat([h, s, hsv[:, 2:3]], 1))
+        rgb = _hsv8_to_rgb(h[:, 0], s[:, 0], hsv[:, 2])
         x = torch.where(has_hsv, rgb, x)
         grey_after = torch.where(has_hsv, _mean_grey(rgb), base_grey * scale)
     else:

@@ -106,15 +106,33 @@ class _Batched:
     def __init__(self, warps: Sequence[SampleWarp], j: int, device: torch.device) -> None:
         steps = [wp.steps[j] for wp in warps]
         self.kind = steps[0].kind
-        self.inverse = to_device(torch.from_numpy(np.linalg.inv(np.stack([s.matrix for s in steps]))[:, :2]).float(),
-                                 device)
+        inverse = np.linalg.inv(np.stack([s.matrix for s in steps]))[:, :2]
+        # host facts, so that no decision waits for the device: x' depends on x only (resize, shift, flip, a
+        # skipped rotation), and which samples this step leaves where they are
+        self.separable = not np.any(inverse[:, 0, 1]) and not np.any(inverse[:, 1, 0])
+        self.identity = np.all(inverse == np.eye(3)[:2], axis=(1, 2))
+        self.inverse = to_device(torch.from_numpy(inverse).float(), device)
         self.in_wh = to_device(torch.tensor([s.in_wh for s in steps], dtype=torch.float32), device).view(-1, 2, 1, 1)
         self.out_hw = [(s.out_wh[1], s.out_wh[0]) for s in steps]
         content = [s.content_wh or s.in_wh for s in steps]
         self.content_wh = to_device(torch.tensor(content, dtype=torch.float32), device).view(-1, 2, 1, 1)
 
+    def select(self, index: np.ndarray) -> "_Batched":
+        """The same step for the samples ``index`` only."""
+        part = object.__new__(_Batched)
+        part.kind, part.separable, part.identity = self.kind, self.separable, self.identity[index]
+        device_index = to_device(torch.from_numpy(index), self.inverse.device)
+        part.inverse, part.in_wh, part.content_wh = (t.index_select(0, device_index)
+                                                     for t in (self.inverse, self.in_wh, self.content_wh))
+        part.out_hw = [self.out_hw[i] for i in index]
+        return part
+
     def apply(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source coordinates of ``(x, y)``; x ``(B|1, 1|h, w)`` and y ``(B|1, h, 1)`` stay that small while
+        the steps are separable (the same arithmetic: the missing term is an exact ``+ 0``)."""
         a = self.inverse
+        if self.separable:
+            return a[:, 0, 0, None, None] * x + a[:, 0, 2, None, None], a[:, 1, 1, None, None] * y + a[:, 1, 2, None, None]
         return (a[:, 0, 0, None, None] * x + a[:, 0, 1, None, None] * y + a[:, 0, 2, None, None],
                 a[:, 1, 0, None, None] * x + a[:, 1, 1, None, None] * y + a[:, 1, 2, None, None])
 
@@ -131,9 +149,8 @@ def _image_coords(steps: Sequence[_Batched], w: int, h: int, device: torch.devic
     Walking back from the output: a resize clamps to its input (``cv2.resize`` replicates the edge);
     RandomScaleCrop's padding is fill; outside the input of a warp is left to the sampler, which blends
     with the fill value as ``cv2.warpAffine`` does."""
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
-                          torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
-    x, y = x.expand(steps[0].inverse.shape[0], h, w), y.expand(steps[0].inverse.shape[0], h, w)
+    x = torch.arange(w, dtype=torch.float32, device=device).view(1, 1, w)
+    y = torch.arange(h, dtype=torch.float32, device=device).view(1, h, 1)
     fill = None
     for s in reversed(steps):
         x, y = s.apply(x, y)
@@ -158,41 +175,71 @@ def _stages(steps: Sequence[_Batched]) -> list[list[_Batched]]:
 
 
 def _sample_stage(src: torch.Tensor, sizes: Sequence[tuple[int, int]], stage: Sequence[_Batched],
-                  fill: Sequence[float]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """One bilinear pass of ``src`` ``(B, C, H, W)`` (valid ``sizes`` = (h, w) per sample) through ``stage``.
+                  fill: Sequence[float], canvas: tuple[int, int] | None = None
+                  ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """One bilinear pass of ``src`` ``(B, C, H, W)``, zero beyond each sample's ``sizes`` (h, w), through
+    ``stage``: the output, zero beyond its own sizes (as the next stage expects), and those sizes.
 
-    Every decision is taken on host values, so nothing waits for the device."""
+    ``canvas``: the output's ``(h, w)`` (default: the largest output size). ``src`` may be overwritten. Every
+    decision is taken on host values, so nothing waits for the device."""
     B, C, H, W = src.shape
     out_hw = list(stage[-1].out_hw)
-    oh, ow = max(h for h, _ in out_hw), max(w for _, w in out_hw)
+    oh, ow = canvas or (max(h for h, _ in out_hw), max(w for _, w in out_hw))
+    moving = _moving(stage, (oh, ow) == (H, W))
+    if moving is not None:  # samples this warp leaves where they are keep their (integer) pixels
+        if len(moving):
+            index = to_device(torch.from_numpy(moving), src.device)
+            part, _ = _sample_stage(src.index_select(0, index), [sizes[i] for i in moving],
+                                    [s.select(moving) for s in stage], fill, (oh, ow))
+            src.index_copy_(0, index, part)
+        return src, out_hw
     x, y, extra = _image_coords(stage, ow, oh, src.device)
     fill_t = None
     if any(fill):
         fill_t = to_device(torch.tensor(list(fill)[:C] + [0.0] * max(C - len(fill), 0)), src.device).view(1, C, 1, 1)
         src = src - fill_t  # sample (image - fill) with zero padding: outside reads as the fill value
-    if any(tuple(hw) != (H, W) for hw in sizes):  # padded samples: the padding is outside the image
-        hw = to_device(torch.tensor(list(sizes), dtype=torch.int64), src.device)
-        rows = torch.arange(H, device=src.device).view(1, 1, H, 1)
-        cols = torch.arange(W, device=src.device).view(1, 1, 1, W)
-        valid = (rows < hw[:, 0].view(B, 1, 1, 1)) & (cols < hw[:, 1].view(B, 1, 1, 1))
-        src = src * valid
-    grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], -1)
+        if any(tuple(hw) != (H, W) for hw in sizes):  # the padding is outside the image too
+            src = src.masked_fill_(_padding(sizes, H, W, src.device), 0.0)
+    grid = torch.empty((B, oh, ow, 2), dtype=torch.float32, device=src.device)
+    grid[..., 0] = (2 * x + 1) / W - 1  # x and y are as small as the stage allows: broadcast here
+    grid[..., 1] = (2 * y + 1) / H - 1
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if extra is not None:
         out = out.masked_fill_(extra.unsqueeze(1), 0.0)
     if fill_t is not None:
         out = out + fill_t
-    return out.round_().clamp_(0, 255), out_hw  # each CPU transform hands on uint8
+    out = out.round_().clamp_(0, 255)  # each CPU transform hands on uint8
+    if any(tuple(hw) != (oh, ow) for hw in out_hw):
+        out = out.masked_fill_(_padding(out_hw, oh, ow, out.device), 0.0)
+    return out, out_hw
+
+
+def _padding(sizes: Sequence[tuple[int, int]], H: int, W: int, device: torch.device) -> torch.Tensor:
+    """``(B, 1, H, W)`` True beyond each sample's (h, w)."""
+    hw = to_device(torch.tensor(list(sizes), dtype=torch.int64), device)
+    rows = torch.arange(H, device=device).view(1, 1, H, 1)
+    cols = torch.arange(W, device=device).view(1, 1, 1, W)
+    return (rows >= hw[:, 0].view(-1, 1, 1, 1)) | (cols >= hw[:, 1].view(-1, 1, 1, 1))
+
+
+def _moving(stage: Sequence[_Batched], same_canvas: bool) -> np.ndarray | None:
+    """Indices of the samples a warp stage moves, when some stay in place (a skipped rotation); else None.
+
+    A sample whose every step is the identity would be resampled at its own pixel centres, which gives its
+    pixels back after rounding; a stage with a shift (padding to fill) or another canvas is sampled whole."""
+    if stage[0].kind != "warp" or not same_canvas or any(s.kind == "shift" for s in stage):
+        return None
+    still = np.logical_and.reduce([s.identity for s in stage])
+    return np.flatnonzero(~still) if still.any() else None
 
 
 def _mask_index(steps: Sequence[_Batched], w: int, h: int, device: torch.device
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source pixel of every output mask pixel, following each CPU step's nearest rule on integer pixels:
     ``cv2.warpAffine`` rounds, ``cv2.resize`` takes ``floor(dst * in / out)``; and where the CPU fills."""
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
-                          torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
-    x, y = x.expand(steps[0].inverse.shape[0], h, w), y.expand(steps[0].inverse.shape[0], h, w)
-    fill = torch.zeros(x.shape, dtype=torch.bool, device=device)
+    x = torch.arange(w, dtype=torch.float64, device=device).view(1, 1, w)
+    y = torch.arange(h, dtype=torch.float64, device=device).view(1, h, 1)
+    fill = torch.zeros((steps[0].inverse.shape[0], h, w), dtype=torch.bool, device=device)
     out_w, out_h = float(w), float(h)
     for j in range(len(steps) - 1, -1, -1):
         s = steps[j]
@@ -212,8 +259,9 @@ def _mask_index(steps: Sequence[_Batched], w: int, h: int, device: torch.device
 def warp_batch(image: torch.Tensor, segments: torch.Tensor | None, sizes: Sequence[tuple[int, int]],
                warps: Sequence[SampleWarp], fill: Sequence[float], seg_fill: int
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sample the padded batch ``image`` uint8 ``(B, H, W, C)`` (valid ``sizes``: (h, w) per sample) and
-    ``segments`` ``(B, H, W)`` through ``warps``; returns integer-valued float ``(B, C, h, w)`` and uint8 masks."""
+    """Sample the padded batch ``image`` uint8 ``(B, H, W, C)`` (valid ``sizes``: (h, w) per sample, zero
+    beyond them as ``pad_collate`` pads) and ``segments`` ``(B, H, W)`` through ``warps``; returns
+    integer-valued float ``(B, C, h, w)`` and uint8 masks."""
     B, H, W, C = image.shape
     w, h = warps[0].canvas
     if any(wp.canvas != (w, h) for wp in warps):
@@ -227,7 +275,7 @@ def warp_batch(image: torch.Tensor, segments: torch.Tensor | None, sizes: Sequen
     if segments is None:
         return out, None
     ix, iy, outside = _mask_index(steps, w, h, device)
-    flat = (iy.clamp(0, H - 1) * W + ix.clamp(0, W - 1)).view(B, -1)
+    flat = (iy.clamp(0, H - 1) * W + ix.clamp(0, W - 1)).expand(B, h, w).reshape(B, -1)
     seg = torch.gather(segments.reshape(B, -1), 1, flat).view(B, h, w)
     seg = torch.where(outside, torch.full_like(seg, seg_fill), seg)
     return out, _swap_labels(seg, warps)
