@@ -3,8 +3,11 @@
 Runs ``bench/train_throughput.py``'s measurement at full size (batch 128, 256 px, bf16 + channels_last, the
 seed's augmentation chain on JPEGs of 375-500 px) and prints, besides the two rates and their ratio (goal
 >= 0.90), what limits the end-to-end rate: the share of the step spent waiting for data, and how many host
-syncs one training iteration makes (``torch.cuda.set_sync_debug_mode('warn')`` over a few iterations), and
-one more round with the decoded-sample cache on (the workers no longer decode: what is left of the data path).
+syncs one training iteration makes (``torch.cuda.set_sync_debug_mode('warn')`` over a few iterations), the
+GPU time of one batch's copy and device augmentation (CUDA events), one round without prefetching (copy and
+augmentation between the steps instead of on a side stream during the previous one) and one round with the
+decoded-sample cache on (the workers no longer decode: what is left of the data path). ``--json`` is written
+after each phase, so a failure keeps the figures measured before it.
 Needs torch, opencv and Pillow only (no prefect, no mlflow)::
 
     python bench/gpu_check.py                    # on a CUDA machine
@@ -63,6 +66,44 @@ def syncs_per_iteration(device: torch.device, data_dir: str, batch: int, size: i
     return counted[0] / 10 if counted else float("nan")
 
 
+def device_path_ms(device: torch.device, data_dir: str, batch: int, size: int, workers: int,
+                   images: int, extra: list[str], repeats: int = 10) -> dict[str, float]:
+    """GPU time (CUDA events) of one loader batch's copy to the device, and of the copy plus the device
+    augmentation, on the default stream: what a step pays for its data when nothing overlaps it."""
+    from antgo.engine.evaluation import move_to_device
+
+    cfg = seed_cfg(make_data(Path(data_dir) / "voc", images), batch, size, workers, 10, extra=extra)
+    trainer = Trainer(cfg, work_dir=os.path.join(data_dir, "path_run"), device=str(device))
+    trainer.config_dataloader(with_validate=False)
+    batch_cpu = next(iter(trainer.train_loader))
+    cuda = device.type == "cuda"
+    timed = {}
+    for name, transform in (("copy_ms", None), ("copy_and_augment_ms", trainer.train_transform)):
+        move_to_device(dict(batch_cpu), device, cuda, transform)  # warm-up (kernels, tables)
+        if cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            begin.record()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            move_to_device(dict(batch_cpu), device, cuda, transform)
+        if cuda:
+            end.record()
+            torch.cuda.synchronize()
+        timed[name] = (begin.elapsed_time(end) if cuda else 1000 * (time.perf_counter() - start)) / repeats
+    timed["pinned"] = bool(batch_cpu["image"].is_pinned())
+    timed["augmentation_on_device"] = trainer.train_transform is not None
+    del trainer
+    return timed
+
+
+def write_json(path: str | None, figures: dict) -> None:
+    """The figures so far (written after each phase: a later failure keeps the earlier ones); NaN as null."""
+    if path:
+        clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in figures.items()}
+        Path(path).write_text(json.dumps(clean, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run (checks the script, no figures)")
@@ -81,28 +122,43 @@ def main() -> None:
         device = torch.device("cuda")
         settings, rounds = presets(device), args.rounds
         print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
+    figures: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+                     "torch": torch.__version__, "cpu_cores": os.cpu_count(), "settings": settings}
+    # --cpu-smoke: the device augmentation and prefetch paths too (on a CPU they are off by default)
+    smoke = ["+data.train.device_augmentation=True"] if args.cpu_smoke else []
     with tempfile.TemporaryDirectory(prefix="antgo_gpu_check_") as tmp:
         data = args.data or tmp  # one generated data set for every measurement below
-        result = run(device, rounds=rounds, data_dir=data, **settings)
+        result = figures["end_to_end"] = run(device, rounds=rounds, data_dir=data, extra=smoke, **settings)
+        write_json(args.json, figures)
+        path = figures["data_path"] = device_path_ms(device, data, settings["batch"], settings["size"],
+                                                     settings["workers"], settings["images"], smoke)
+        step_ms = 1000 * settings["batch"] / result["bare"]
+        print(f"per batch on the {device.type}: copy {path['copy_ms']:.1f} ms, copy + augmentation "
+              f"{path['copy_and_augment_ms']:.1f} ms; a bare step {step_ms:.1f} ms", flush=True)
+        write_json(args.json, figures)
+        # the same without prefetching (copy and augmentation between the steps): what the side stream buys
+        figures["without_prefetch"] = run(device, rounds=1, data_dir=data,
+                                          extra=[*smoke, "+device_prefetch=False"], **settings)
+        write_json(args.json, figures)
         # the same with the workers' decoding taken out: shows whether decoding or the rest of the path limits it
         warmup = round_up(max(settings["warmup"], settings["images"] // settings["batch"] + 2), 5)  # fills it
-        cached = run(device, rounds=1, data_dir=data, cache=True, **dict(settings, warmup=warmup))
+        cached = figures["with_cache"] = run(device, rounds=1, data_dir=data, cache=True, extra=smoke,
+                                             **dict(settings, warmup=warmup))
+        write_json(args.json, figures)
         syncs = (syncs_per_iteration(device, data, settings["batch"], settings["size"], settings["workers"],
                                      settings["images"]) if device.type == "cuda" else float("nan"))
+        figures["host_syncs_per_iteration"] = syncs
+        write_json(args.json, figures)
     if device.type == "cuda":
         print(f"host syncs per training iteration: {syncs:.2f}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(0) if device.type == "cuda"
-                                               else "cpu", "torch": torch.__version__, "cpu_cores": os.cpu_count(),
-                                               "settings": settings, "end_to_end": result, "with_cache": cached,
-                                               "host_syncs_per_iteration": syncs}, indent=2))
     if args.cpu_smoke:
         print("CPU smoke run: the script works; its figures say nothing about a GPU", flush=True)
         return
     verdict = "meets" if result["ratio"] >= 0.90 else "is below"
     print(f"end-to-end / bare = {result['ratio']:.3f}: {verdict} the 0.90 goal; the trainer waited for data "
           f"{100 * result['data_share']:.0f} % of its step time; with the decoded-sample cache "
-          f"{cached['ratio']:.3f} (waiting {100 * cached['data_share']:.0f} %); "
+          f"{cached['ratio']:.3f} (waiting {100 * cached['data_share']:.0f} %); without prefetching "
+          f"{figures['without_prefetch']['ratio']:.3f}; "
           f"total {time.perf_counter() - start:.0f} s", flush=True)
 
 

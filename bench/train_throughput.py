@@ -17,11 +17,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import logging  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -62,9 +64,10 @@ def make_data(root: Path, images: int) -> Path:
     return root
 
 
-def seed_cfg(data_dir: Path, batch: int, size: int, workers: int, log_interval: int, cache: bool = False) -> Any:
+def seed_cfg(data_dir: Path, batch: int, size: int, workers: int, log_interval: int, cache: bool = False,
+             extra: Sequence[str] = ()) -> Any:
     """The seed config verbatim except the paths, sizes, loader and the run length; no validation.
-    ``cache``: the decoded-sample cache on (the workers decode each image once)."""
+    ``cache``: the decoded-sample cache on (the workers decode each image once); ``extra``: more overrides."""
     from antgo.config import Config
 
     options = [f"data.train.dir={data_dir}", f"data.train.pipeline.1.target_dim=({size},{size})",
@@ -73,7 +76,7 @@ def seed_cfg(data_dir: Path, batch: int, size: int, workers: int, log_interval: 
                "checkpoint_config.interval=0", "+checkpoint_config.save_last=False"]
     if cache:
         options.append("+data.train.cache=True")
-    return Config.fromfile(str(SEED_CONFIG), cfg_options=options)
+    return Config.fromfile(str(SEED_CONFIG), cfg_options=[*options, *extra])
 
 
 class Meter(Hook):
@@ -106,17 +109,21 @@ def trainer_run(cfg: Any, device: torch.device, iters: int, warmup: int, work_di
     meter = Meter(warmup)
     trainer.register_hook(meter)
     trainer.start_train(max_iters=warmup + iters)
+    del trainer
+    gc.collect()  # its loader workers end now, not during the next round
     return meter
 
 
 def run(device: torch.device, batch: int, size: int, iters: int, warmup: int, images: int, workers: int,
-        rounds: int, data_dir: Path | None = None, cache: bool = False) -> dict[str, float]:
+        rounds: int, data_dir: Path | None = None, cache: bool = False, extra: Sequence[str] = ()
+        ) -> dict[str, float]:
     """Interleaved rounds of bare loop and Trainer; returns the medians (img/s), ratio and data-wait share.
-    ``cache``: the Trainer reads through the decoded-sample cache (the warm-up should cover one pass)."""
+    ``cache``: the Trainer reads through the decoded-sample cache (the warm-up should cover one pass);
+    ``extra``: more config overrides for the Trainer."""
     tmp = tempfile.TemporaryDirectory(prefix="antgo_throughput_")
     root = make_data(Path(data_dir or tmp.name) / "voc", images)
     log_interval = max(1, min(5, warmup))  # warmup and iters should be multiples of it
-    cfg = seed_cfg(root, batch, size, workers, log_interval, cache)
+    cfg = seed_cfg(root, batch, size, workers, log_interval, cache, extra)
     cuda = device.type == "cuda"
     model = make_model(device, channels_last=cuda)
     optimizer = make_optimizer(model, device)

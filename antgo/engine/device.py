@@ -91,6 +91,7 @@ class FastPath:
     amp_dtype: str
     channels_last: bool
     cudnn_benchmark: bool
+    prefetch: bool = False
 
 
 def _switch(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -103,9 +104,10 @@ def _switch(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
 
 
 def fast_path(cfg: Mapping[str, Any], device: torch.device, deterministic: bool = False) -> FastPath:
-    """Resolve ``amp`` (bf16 autocast), ``channels_last`` and ``cudnn_benchmark`` for ``device``.
+    """Resolve ``amp`` (bf16 autocast), ``channels_last``, ``cudnn_benchmark`` and ``device_prefetch``
+    (training batches copied and augmented one step ahead on a side stream) for ``device``.
 
-    Each key is True/False, or None/absent for the default: on CUDA all three on (``cudnn_benchmark`` off with
+    Each key is True/False, or None/absent for the default: on CUDA all four on (``cudnn_benchmark`` off with
     ``deterministic``), elsewhere off. ``amp=True`` off CUDA warns and runs float32. ``cudnn.benchmark`` is
     set here, process-wide, when the device is CUDA.
     """
@@ -120,4 +122,4 @@ def fast_path(cfg: Mapping[str, Any], device: torch.device, deterministic: bool 
     if cuda:
         torch.backends.cudnn.benchmark = benchmark and not deterministic
     return FastPath(amp=amp, amp_dtype=amp_dtype, channels_last=_switch(cfg, "channels_last", cuda),
-                    cudnn_benchmark=benchmark)
+                    cudnn_benchmark=benchmark, prefetch=_switch(cfg, "device_prefetch", cuda))

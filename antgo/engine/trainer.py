@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from antgo.config import load_config  # noqa: F401  (the one config loader; re-exported for callers)
-from antgo.engine.evaluation import amp_context, json_safe, move_to_device
+from antgo.engine.evaluation import amp_context, json_safe
+from antgo.engine.prefetch import device_batches
 from antgo.engine.hooks.base import STAGES, Hook
 from antgo.engine.logging import add_file_handler, remove_handler
 from antgo.engine.numerics import LossMeter, NonFiniteError, find_nonfinite_state, grads_are_finite, parse_losses
@@ -84,6 +85,7 @@ class Trainer:
         seed_everything(self.seed, self.deterministic)
         fast = fast_path(self.cfg, self.device, self.deterministic)  # bf16 + channels_last on CUDA by default
         self.amp, self.amp_dtype, self.channels_last = fast.amp, fast.amp_dtype, fast.channels_last
+        self.prefetch = fast.prefetch
         opt_cfg = dict(self.cfg.get("optimizer_config") or {})
         grad_clip = opt_cfg.pop("grad_clip", None)
         self.skip_nonfinite = int(opt_cfg.pop("skip_nonfinite", 0) or 0)
@@ -461,7 +463,8 @@ class Trainer:
 
     def _run_epoch(self) -> None:
         """One epoch (iteration mode: one pass over the data, or what is left of max_iters)."""
-        batches = self._epoch_batches()
+        batches = device_batches(self._epoch_batches(), self.device, self.channels_last, self.train_transform,
+                                 self.prefetch)
         self._epoch_sums, self._epoch_count = {}, 0
         self.model.train()
         self.call_hook("before_epoch")
@@ -489,8 +492,8 @@ class Trainer:
         return self.iter >= self.max_iters or self.iter % self.iters_per_epoch == 0
 
     def run_step(self, batch: Mapping[str, Any]) -> None:
-        """Forward, backward, (clip,) step. Queues device work only: no loss value is read here."""
-        batch = move_to_device(batch, self.device, self.channels_last, self.train_transform)
+        """Forward, backward, (clip,) step on a batch already on the device (``device_batches``). Queues device
+        work only: no loss value is read here."""
         with amp_context(self.device, self.amp, self.amp_dtype):
             outputs = self._train_step(**batch)
         loss, terms = parse_losses(outputs)
