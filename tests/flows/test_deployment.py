@@ -98,31 +98,6 @@ def test_deployment_run_with_broken_config_fails(setup, served, mlflow_store):
     assert children[0].info.run_name == f"{failed.info.run_name}/parse_config"
 
 
-def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(setup, served, prefect_server, processes,
-                                                                   mlflow_store):
-    processes.stop(served["proc"])  # the yaml deployment replaces the served one (same name)
-    env = setup["env"]
-    subprocess.run([PREFECT, "work-pool", "create", "antgo-process", "--type", "process", "--overwrite"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    deploy = subprocess.run([PREFECT, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
-                             "--name", "full-pipeline"], env=env, cwd=REPO, capture_output=True, text=True,
-                            timeout=180)
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    with urllib.request.urlopen(f"{prefect_server.api_url}/deployments/name/antgo/full-pipeline") as resp:
-        deployment = json.load(resp)
-    assert deployment["work_pool_name"] == "antgo-process"
-    assert deployment["entrypoint"] == "flows/train_flow.py:antgo"
-    assert deployment["parameters"]["config"] == "configs/demo/demo_seg.py"
-    log = setup["folder"] / "worker.log"
-    processes.start([PREFECT, "worker", "start", "--pool", "antgo-process"], log, env=env, cwd=setup["folder"])
-    result = run_deployment(env, f"config={setup['config']}", f"work_dir={setup['folder'] / 'wd-worker'}",
-                            "experiment=deploy-worker", "num_vis=0")
-    assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-4000:]
-    runs = mlflow_store.pipeline_runs("deploy-worker")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-
-
-
 def _flow_run_state(api_url: str, flow_run_id: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=30) as resp:
         return json.load(resp)["state"]
@@ -181,3 +156,27 @@ def test_cancelling_a_served_run_keeps_its_work_and_says_how_to_continue(setup, 
     _, alive = psutil.wait_procs(run_processes, timeout=max(1.0, deadline - time.monotonic()))
     assert not alive, [c.cmdline() for c in alive]
     assert served["proc"].poll() is None
+
+
+def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(setup, served, prefect_server, processes,
+                                                                   mlflow_store):
+    processes.stop(served["proc"])  # the yaml deployment replaces the served one (same name)
+    env = setup["env"]
+    subprocess.run([PREFECT, "work-pool", "create", "antgo-process", "--type", "process", "--overwrite"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    deploy = subprocess.run([PREFECT, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
+                             "--name", "full-pipeline"], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=180)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    with urllib.request.urlopen(f"{prefect_server.api_url}/deployments/name/antgo/full-pipeline") as resp:
+        deployment = json.load(resp)
+    assert deployment["work_pool_name"] == "antgo-process"
+    assert deployment["entrypoint"] == "flows/train_flow.py:antgo"
+    assert deployment["parameters"]["config"] == "configs/demo/demo_seg.py"
+    log = setup["folder"] / "worker.log"
+    processes.start([PREFECT, "worker", "start", "--pool", "antgo-process"], log, env=env, cwd=setup["folder"])
+    result = run_deployment(env, f"config={setup['config']}", f"work_dir={setup['folder'] / 'wd-worker'}",
+                            "experiment=deploy-worker", "num_vis=0")
+    assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-4000:]
+    runs = mlflow_store.pipeline_runs("deploy-worker")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"

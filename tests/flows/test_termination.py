@@ -33,13 +33,14 @@ def unwind(signum, frame):
 signal.signal(signal.SIGTERM, unwind)
 with sigterm_guard("demo script", grace_s=float(sys.argv[3])):
     with on_forced_exit("write the marker", lambda: marker.write_text("forced")):
-        print("ready", flush=True)
         if sys.argv[2] == "native":  # a normal mutex locked twice by its thread: no signal ends that call
             mutex = ctypes.create_string_buffer(64)
             libc = ctypes.CDLL(None)
             libc.pthread_mutex_lock(mutex)
+            print("ready", flush=True)
             libc.pthread_mutex_lock(mutex)
         else:
+            print("ready", flush=True)
             time.sleep(120)
 '''
 
@@ -85,8 +86,21 @@ def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
     return proc.returncode, err
 
 
+def _wait_until_blocked(pid: int, timeout: float = 30) -> None:
+    """Until the main thread sleeps in the kernel on the mutex: a SIGTERM sent just before that would still
+    reach the Python handler (Linux: /proc's wchan; elsewhere the test goes on at once)."""
+    wchan = Path(f"/proc/{pid}/task/{pid}/wchan")
+    if not wchan.exists():
+        return
+    deadline = time.monotonic() + timeout
+    while "futex" not in wchan.read_text():
+        assert time.monotonic() < deadline, f"the script's main thread never blocked ({wchan.read_text()!r})"
+        time.sleep(0.01)
+
+
 def test_a_main_thread_stuck_in_native_code_is_ended_after_the_grace_period(tmp_path):
     proc, marker = _start(tmp_path, "native", grace_s=1.0)
+    _wait_until_blocked(proc.pid)
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     returncode, err = _finish(proc, timeout=30)
