@@ -6,6 +6,7 @@ whatever the task and even when the lengths happen to agree. Everything else is 
 """
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -15,6 +16,16 @@ import torch
 
 # Fields with one row per object instance (their first axis is N, which differs between samples).
 INSTANCE_KEYS = ("bboxes", "labels", "joints2d", "joints_vis", "iscrowd", "areas", "difficult")
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised batch tensor; in a loader worker it is made in shared memory, as PyTorch's
+    ``default_collate`` makes its batches, so that handing it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    like = torch.empty(0, dtype=dtype)
+    storage = like._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return like.new(storage).view(shape)
 
 
 def _as_tensor(key: str, value: Any) -> torch.Tensor:
@@ -55,8 +66,12 @@ def _stack_field(key: str, values: list[Any]) -> Any:
         dtypes = {t.dtype for t in tensors}
         if len(dtypes) > 1:
             raise ValueError(f"collate: field '{key}' has different dtypes in one batch: {sorted(map(str, dtypes))}")
-        # numpy samples (the readers' output): one np.stack copy, shared by the tensor; else torch.stack
-        return torch.from_numpy(np.stack(tensors, 0)) if arrays else torch.stack(tensors, 0)
+        shape = (len(tensors), *tensors[0].shape)
+        if arrays:  # the readers' output: one np.stack copy into the batch tensor
+            out = batch_tensor(shape, torch.from_numpy(np.empty(0, dtype=first.dtype)).dtype)
+            np.stack(tensors, 0, out=out.numpy())
+            return out
+        return torch.stack(tensors, 0, out=batch_tensor(shape, first.dtype))
     if isinstance(first, (numbers.Number, np.bool_)) and all(isinstance(v, (numbers.Number, np.bool_)) for v in values):
         if all(isinstance(v, np.generic) for v in values):
             return torch.from_numpy(np.array(values))  # numpy scalars keep their dtype

@@ -85,8 +85,13 @@ class SegMIOU(BaseMetric):
             mask &= gt != self.ignore_val
         # a prediction outside the class range lands in the extra column of its ground-truth row
         pred = torch.where((pred >= 0) & (pred < n), pred, torch.full_like(pred, n))
-        index = (n + 1) * gt[mask] + pred[mask]
-        return torch.bincount(index, minlength=n * (n + 1)).reshape(n, n + 1)
+        # uncounted pixels go to one more bin, dropped: no boolean indexing and no bincount, which both
+        # read the device (a host sync per batch on CUDA)
+        size = n * (n + 1)
+        index = torch.where(mask, (n + 1) * gt + pred, size)
+        counts = torch.zeros(size + 1, dtype=torch.int64, device=index.device)
+        counts.scatter_add_(0, index, torch.ones_like(index))
+        return counts[:size].reshape(n, n + 1)
 
     def all_reduce(self) -> None:
         """Sum the matrix over the ranks of the default process group (a no-op without one)."""

@@ -152,6 +152,41 @@ def test_pad_collate_pads_and_carries_sizes():
         pad_collate([samples[0], {**samples[1], "image": np.zeros((5, 3, 3), np.float32)}])
 
 
+class _Samples(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        h, w = 5 + i, 7 - i
+        return {"image": np.full((h, w, 3), i + 1, np.uint8), "segments": np.full((h, w), i, np.uint8),
+                "score": np.full(2, i, np.float32)}
+
+
+def _collate_and_report(batch):
+    """The batch as a worker makes it, with whether each tensor was made in shared memory."""
+    from antgo.data import collate as plain_collate
+
+    out = {"padded": pad_collate(batch), "stacked": plain_collate([{"score": s["score"]} for s in batch])}
+    out["shared"] = [out["padded"]["image"].is_shared(), out["padded"]["segments"].is_shared(),
+                     out["stacked"]["score"].is_shared()]
+    return out
+
+
+def test_batches_are_made_in_shared_memory_inside_loader_workers():
+    """Sending a batch from a worker moves it to shared memory; made there, it is not copied again."""
+    samples = [_Samples()[i] for i in range(4)]
+    inline = pad_collate(samples)
+    assert not inline["image"].is_shared()  # the main process allocates normally
+    loader = torch.utils.data.DataLoader(_Samples(), batch_size=4, num_workers=1, collate_fn=_collate_and_report,
+                                         multiprocessing_context="fork")
+    (batch,) = list(loader)
+    assert batch["shared"] == [True, True, True]
+    assert torch.equal(batch["padded"]["image"], inline["image"])
+    assert torch.equal(batch["padded"]["segments"], inline["segments"])
+    assert batch["stacked"]["score"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert int(inline["image"][3, :, 4:].max()) == 0 and int(inline["segments"][0, 5:].min()) == 255
+
+
 def test_seed_config_verbatim_gets_the_fast_path_on_cuda_only():
     cfg = Config.fromfile(str(ROOT / "configs/pascal_voc/ddrketnetf_voc.py"))
     for split in ("train", "val"):

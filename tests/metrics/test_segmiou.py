@@ -115,3 +115,35 @@ def test_out_of_range_prediction_counts_as_a_miss_of_its_gt_class():
     assert result["macc"] == pytest.approx(0.5)
     metric.reset()
     assert metric.compute()["pixel_acc"] == 0.0
+
+
+def test_the_matrix_is_counted_with_gt_and_predictions_of_any_value():
+    """Labels outside the class range (negative, 255, above) and ignored pixels are left out exactly."""
+    import torch
+
+    rng = np.random.default_rng(5)
+    gt = rng.integers(-2, 7, size=(3, 17, 19))
+    gt[0, :4] = 255
+    pred = rng.integers(-1, 6, size=gt.shape)
+    metric = SegMIOU(class_num=4)
+    metric.update({"pred_segments": torch.from_numpy(pred)}, {"segments": torch.from_numpy(gt)})
+    keep = (gt >= 0) & (gt < 4)
+    expected = np.zeros((4, 5), np.int64)
+    np.add.at(expected, (gt[keep], np.where((pred[keep] >= 0) & (pred[keep] < 4), pred[keep], 4)), 1)
+    assert np.array_equal(metric._counts.cpu().numpy(), expected)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_update_on_cuda_never_waits_for_the_device():
+    import torch
+
+    metric = SegMIOU(class_num=21)
+    pred = torch.randint(0, 21, (8, 64, 64), device="cuda")
+    gt = torch.randint(0, 22, (8, 64, 64), device="cuda")
+    metric.update({"pred_segments": pred}, {"segments": gt})  # first call: the matrix moves to the device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        metric.update({"pred_segments": pred}, {"segments": gt})
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
