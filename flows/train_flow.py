@@ -246,10 +246,7 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
                        champion_version=verified["champion"])
     except BaseException as exc:
         summary.update(status=_stop_status(exc, flow_run_id), failed_stage=stage, error=error_text(exc))
-        if tasks.can_resume(str(run_dir), cfg_path):
-            summary["resume"] = resume_command(_flow_parameters(), str(run_dir), _deployment_name())
-            logger.warning("pipeline %s in stage %s; continue it from its last checkpoint with:\n  %s",
-                           summary["status"], stage, summary["resume"])
+        _add_resume_hint(summary, run_dir, cfg_path, stage)
         report = getattr(exc, "report", None)
         if stage == "verify" and isinstance(report, dict):
             summary["parity"] = _parity_summary(report, False)
@@ -270,7 +267,20 @@ def _stop_status(exc: BaseException, flow_run_id: str | None) -> str:
     """Failed (an error), Cancelled (the Prefect run was cancelled) or Stopped (SIGTERM, Ctrl-C)."""
     if not is_interrupt(exc):
         return "Failed"
-    return "Cancelled" if flow_run_id and flow_run_cancelling(flow_run_id) else "Stopped"
+    # bounded: after SIGTERM the cleanup has ANTGO_TERM_GRACE_S (10 s) in all
+    return "Cancelled" if flow_run_id and flow_run_cancelling(flow_run_id, timeout=2.0) else "Stopped"
+
+
+def _add_resume_hint(summary: dict[str, Any], run_dir: Path, cfg_path: str | None, stage: str) -> None:
+    """``summary['resume']``: the command that continues the folder, when it has a ``latest.pth``. Best
+    effort: the summary, the MLflow runs and the lock are closed after this whatever happens here."""
+    try:
+        if tasks.can_resume(str(run_dir), cfg_path):
+            summary["resume"] = resume_command(_flow_parameters(), str(run_dir), _deployment_name())
+            logger.warning("pipeline %s in stage %s; continue it from its last checkpoint with:\n  %s",
+                           summary["status"], stage, summary["resume"])
+    except Exception:
+        logger.exception("could not work out how to resume %s", run_dir)
 
 
 def _flow_parameters() -> dict[str, Any]:
