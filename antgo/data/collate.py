@@ -67,11 +67,13 @@ def _stack_field(key: str, values: list[Any]) -> Any:
         if len(dtypes) > 1:
             raise ValueError(f"collate: field '{key}' has different dtypes in one batch: {sorted(map(str, dtypes))}")
         shape = (len(tensors), *tensors[0].shape)
-        if arrays:  # the readers' output: one np.stack copy into the batch tensor
-            out = batch_tensor(shape, torch.from_numpy(np.empty(0, dtype=first.dtype)).dtype)
-            np.stack(tensors, 0, out=out.numpy())
-            return out
-        return torch.stack(tensors, 0, out=batch_tensor(shape, first.dtype))
+        if not arrays:
+            return torch.stack(tensors, 0, out=batch_tensor(shape, first.dtype))
+        if torch.utils.data.get_worker_info() is None:  # the readers' output in the main process: one np.stack
+            return torch.from_numpy(np.stack(tensors, 0))
+        out = batch_tensor(shape, torch.from_numpy(np.empty(0, dtype=first.dtype)).dtype)
+        np.stack(tensors, 0, out=out.numpy())  # in a worker: straight into shared memory
+        return out
     if isinstance(first, (numbers.Number, np.bool_)) and all(isinstance(v, (numbers.Number, np.bool_)) for v in values):
         if all(isinstance(v, np.generic) for v in values):
             return torch.from_numpy(np.array(values))  # numpy scalars keep their dtype

@@ -132,7 +132,8 @@ class _Batched:
         the steps are separable (the same arithmetic: the missing term is an exact ``+ 0``)."""
         a = self.inverse
         if self.separable:
-            return a[:, 0, 0, None, None] * x + a[:, 0, 2, None, None], a[:, 1, 1, None, None] * y + a[:, 1, 2, None, None]
+            return (a[:, 0, 0, None, None] * x + a[:, 0, 2, None, None],
+                    a[:, 1, 1, None, None] * y + a[:, 1, 2, None, None])
         return (a[:, 0, 0, None, None] * x + a[:, 0, 1, None, None] * y + a[:, 0, 2, None, None],
                 a[:, 1, 0, None, None] * x + a[:, 1, 1, None, None] * y + a[:, 1, 2, None, None])
 
