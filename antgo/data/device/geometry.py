@@ -117,11 +117,10 @@ class _Batched:
         content = [s.content_wh or s.in_wh for s in steps]
         self.content_wh = to_device(torch.tensor(content, dtype=torch.float32), device).view(-1, 2, 1, 1)
 
-    def select(self, index: np.ndarray) -> "_Batched":
-        """The same step for the samples ``index`` only."""
+    def select(self, index: np.ndarray, device_index: torch.Tensor) -> "_Batched":
+        """The same step for the samples ``index`` only (``device_index``: the same indices on the device)."""
         part = object.__new__(_Batched)
         part.kind, part.separable, part.identity = self.kind, self.separable, self.identity[index]
-        device_index = to_device(torch.from_numpy(index), self.inverse.device)
         part.inverse, part.in_wh, part.content_wh = (t.index_select(0, device_index)
                                                      for t in (self.inverse, self.in_wh, self.content_wh))
         part.out_hw = [self.out_hw[i] for i in index]
@@ -191,7 +190,7 @@ def _sample_stage(src: torch.Tensor, sizes: Sequence[tuple[int, int]], stage: Se
         if len(moving):
             index = to_device(torch.from_numpy(moving), src.device)
             part, _ = _sample_stage(src.index_select(0, index), [sizes[i] for i in moving],
-                                    [s.select(moving) for s in stage], fill, (oh, ow))
+                                    [s.select(moving, index) for s in stage], fill, (oh, ow))
             src.index_copy_(0, index, part)
         return src, out_hw
     x, y, extra = _image_coords(stage, ow, oh, src.device)
