@@ -2,55 +2,76 @@
 from __future__ import annotations
 
 import os
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["atomic_write_text", "signals_deferred"]
+__all__ = ["atomic_write_text", "write_uninterrupted"]
 
-DEFERRED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+T = TypeVar("T")
 
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """SIGTERM and SIGINT that arrive inside the block reach their handlers when it ends (main thread only).
+def write_uninterrupted(write: Callable[[], T]) -> T:
+    """Run ``write`` to its end even if a signal handler raises meanwhile (Ctrl-C, Prefect's cancellation);
+    the handler's exception is raised once the write has ended. Returns what ``write`` returns.
 
-    A Python handler that raises (Ctrl-C, Prefect's cancellation) would otherwise raise in the middle of a file
-    write; inside ``torch.save`` that turns into a ``RuntimeError`` from its zip writer, which hides the signal
-    and loses the checkpoint. Handlers installed outside Python (``None``) are left alone.
+    Raised inside ``torch.save``, such an exception broke its zip writer: a ``RuntimeError`` hid the signal and
+    the checkpoint was lost. Python runs signal handlers in the main thread only, so the write runs in a thread
+    of its own while the main thread waits for it, and the handler raises in the wait. Handlers stay as they
+    are: Prefect accepts a cancel only while its own SIGTERM handler is installed, and a cancel it refuses ends
+    the flow run Crashed. A handler that ends the process (the default SIGTERM) still ends it at once; the
+    file being written is then left as it was.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {}
-    for signum in DEFERRED_SIGNALS:
-        if signal.getsignal(signum) is not None:
-            previous[signum] = signal.signal(signum, lambda num, frame: received.append(num))
+        return write()
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = write()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    # waited for with an Event: Thread.join interrupted by a handler marks a live thread stopped (Python 3.11)
+    worker = threading.Thread(target=run, name="antgo-write", daemon=True)
+    interrupt: BaseException | None = None
     try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):
-            if previous[signum] is not signal.SIG_IGN:
-                signal.raise_signal(signum)  # now handled as it would have been: raise, or end the process
+        worker.start()
+    except BaseException as exc:  # a handler raised while the thread started
+        interrupt = exc
+    while worker.ident is not None and not done.is_set():
+        try:
+            done.wait()
+        except BaseException as exc:  # the first one is raised after the write; the write goes on
+            interrupt = interrupt or exc
+    if interrupt is not None:
+        if "error" in outcome:
+            raise interrupt from outcome["error"]
+        raise interrupt
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
     """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader (or
     a process killed mid-write) never leaves half a file, and a SIGTERM or Ctrl-C waits for the write to end
-    (:func:`signals_deferred`). Returns the path."""
+    (:func:`write_uninterrupted`). Returns the path."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+
+    def write() -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
     try:
-        with signals_deferred():
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
+        write_uninterrupted(write)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from antgo.fileio import signals_deferred
+from antgo.fileio import write_uninterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -168,13 +168,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
+
+    def write() -> None:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers never see a half-written file
+
     try:
-        with signals_deferred():  # a SIGTERM or Ctrl-C now would break torch.save's writer: it waits
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # readers never see a half-written file
+        write_uninterrupted(write)  # a SIGTERM or Ctrl-C now would break torch.save's writer: it waits
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
