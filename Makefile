@@ -39,8 +39,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# A new store gets its tables under the project's lock first: a pipeline starting meanwhile must not migrate it too.
 ui: $(STAMP)
 	mkdir -p $(MLFLOW_HOME)/artifacts
+	$(PY) -c "from antgo.tracking.store import open_client; open_client('sqlite:///$(MLFLOW_HOME)/mlflow.db')"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
 	  --backend-store-uri sqlite:///$(MLFLOW_HOME)/mlflow.db \
 	  --artifacts-destination $(MLFLOW_HOME)/artifacts \

@@ -141,10 +141,8 @@ def _check_store(client: Any, uri: str, entries: list[dict[str, Any]]) -> None:
 
 def replay(run_dir: str | Path, tracking_uri: str | None = None) -> ReplayResult:
     """Replay ``run_dir``'s spool into ``tracking_uri`` (default: the one in its ``summary.json``)."""
-    from mlflow.tracking import MlflowClient
-
     from antgo.engine.runlock import RunLock
-    from antgo.tracking.store import bound_http_retries, resolve_tracking_uri
+    from antgo.tracking.store import bound_http_retries, open_client, resolve_tracking_uri
 
     run_dir = Path(run_dir).resolve()
     spool = run_dir / SPOOL_NAME
@@ -156,7 +154,7 @@ def replay(run_dir: str | Path, tracking_uri: str | None = None) -> ReplayResult
         uri = resolve_tracking_uri(tracking_uri or summary.get("tracking_uri"))
         entries = read_spool(spool)
         bound_http_retries()
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         verdicts = [(entry, _not_repeatable(entry, run_dir)) for entry in entries]
         _check_store(client, uri, [entry for entry, why in verdicts if why is None])
         result = ReplayResult()

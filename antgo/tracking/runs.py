@@ -23,7 +23,7 @@ from typing import Any
 from antgo.config.secrets import MASK, is_secret_key, mask_secrets
 from antgo.tracking.lifecycle import close_orphaned_runs, owner_tags
 from antgo.tracking.store import (PROJECT_ROOT, bound_http_retries, ensure_experiment, experiment_url,
-                                  resolve_tracking_uri, run_url)
+                                  open_client, resolve_tracking_uri, run_url)
 from antgo.tracking.transport import Op, Transport, release_transport, transport_for, undelivered_report
 
 logger = logging.getLogger(__name__)
@@ -158,13 +158,11 @@ class PipelineTracker:
     def start(cls, experiment: str, run_name: str, tracking_uri: str | None = None,
               tags: Mapping[str, Any] | None = None, spool: str | os.PathLike | None = None) -> "PipelineTracker":
         """Open the parent run of a pipeline in ``experiment`` (created on demand)."""
-        from mlflow.tracking import MlflowClient
-
         bound_http_retries()
         uri = resolve_tracking_uri(tracking_uri)
         if not is_rank_zero():
             return cls(TrackingContext(uri, "", None), enabled=False)
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         exp_id = ensure_experiment(client, experiment, uri)
         all_tags = {"antgo.pipeline": "true", **owner_tags(),
                     **{k: str(v) for k, v in mask_params(tags or {}).items() if v is not None}}
@@ -194,9 +192,7 @@ class PipelineTracker:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.ctx.tracking_uri)
+            self._client = open_client(self.ctx.tracking_uri)
         return self._client
 
     @property
@@ -411,9 +407,7 @@ def close_runs_of_flow_run(tracking_uri: str, flow_run_id: str, status: str = "K
     For flow runs that die without reaching the flow's own error handling (cancellation, SIGTERM, OOM kill
     of a subprocess), so that MLflow does not show them as running forever. Returns the closed run ids.
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_client(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []

@@ -6,8 +6,11 @@ finds the artifacts. ``MLFLOW_TRACKING_URI`` (or an explicit URI) overrides it.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -86,6 +89,34 @@ def sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:////"):
         return Path("/" + path.lstrip("/"))
     return Path(path.lstrip("/")).resolve()
+
+
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri`` whose store is ready to use.
+
+    The first time a process opens a new SQLite store, MLflow creates its tables through a migration of many
+    steps; two processes doing that at once break each other and can leave the file half-migrated (three
+    pipelines started together on a new store: two failed). So processes of this project open a local store one
+    at a time, under a lock file beside it; opening a store that is ready costs one query.
+    """
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(db.parent / f".{db.name}.lock"):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # the tables are created by then, whichever call made them
+    return client
+
+
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``lock_file`` (released when the process ends, however it ends)."""
+    with open(lock_file, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def artifact_root_for(uri: str) -> str | None:

@@ -150,9 +150,9 @@ class MlflowStore:
         return "sqlite:///" + str(self.db)
 
     def client(self):
-        from mlflow.tracking import MlflowClient
+        from antgo.tracking.store import open_client
 
-        return MlflowClient(tracking_uri=self.uri)
+        return open_client(self.uri)  # never migrates a new store while a pipeline's process does
 
     def pipeline_runs(self, experiment: str) -> list:
         """The parent runs of ``experiment``'s pipelines, oldest first ([] when it does not exist yet)."""
