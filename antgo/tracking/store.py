@@ -105,16 +105,16 @@ def open_client(uri: str) -> Any:
     if db is None:
         return MlflowClient(tracking_uri=uri)
     db.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(db.parent / f".{db.name}.lock"):
+    with _store_lock(db):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # the tables are created by then, whichever call made them
     return client
 
 
 @contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    """Holds an exclusive ``flock`` on ``lock_file`` (released when the process ends, however it ends)."""
-    with open(lock_file, "a") as f:
+def _store_lock(db: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``.<db name>.lock`` beside ``db`` (released when the process ends, however)."""
+    with open(db.parent / f".{db.name}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -179,12 +179,12 @@ def interrupted_migration(uri: str) -> str | None:
     db = sqlite_path(uri)
     if db is None or not db.is_file():
         return None
-    try:
-        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5.0)) as conn:
+    try:  # under the lock of open_client: a migration that a live process is making is not judged
+        with _store_lock(db), closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5.0)) as conn:
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
             runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):
         return None  # not ours to judge: MLflow reports what is wrong with the file
     if not leftovers:
         return None
