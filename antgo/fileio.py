@@ -40,6 +40,8 @@ def write_uninterrupted(write: Callable[[], T]) -> T:
     interrupt: BaseException | None = None
     try:
         worker.start()
+    except RuntimeError:  # no new thread (at interpreter shutdown on Python 3.12+, or none left): write here
+        return write()
     except BaseException as exc:  # a handler raised while the thread started
         interrupt = exc
     while worker.ident is not None and not done.is_set():

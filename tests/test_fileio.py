@@ -77,3 +77,12 @@ def test_atomic_write_text_under_a_signal_leaves_the_whole_file(raising_sigterm,
     monkeypatch.undo()
     assert (tmp_path / "a.json").read_text() == "{}"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_without_a_new_thread_the_write_runs_in_place(monkeypatch):
+    """Python 3.12+ refuses new threads at interpreter shutdown (an atexit handler writing its summary)."""
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    assert write_uninterrupted(lambda: threading.current_thread()) is threading.main_thread()
