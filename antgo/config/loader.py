@@ -27,8 +27,8 @@ KNOWN_TOP_LEVEL_KEYS: frozenset[str] = frozenset({
     "optimizer", "optimizer_config", "lr_config", "momentum_config", "log_config", "model", "checkpoint_config",
     "data", "evaluation", "export", "parity", "max_epochs", "seed", "deterministic", "custom_hooks",
     "custom_imports", "work_dir", "load_from", "resume_from", "amp", "channels_last", "device",
-    "cudnn_benchmark", "device_prefetch", "runner", "dist_params", "log_level", "find_unused_parameters", "train_cfg", "test_cfg",
-    "mlflow", "prefect", "checkpoint", "multiprocessing_context", "class_names", BASE_KEY,
+    "cudnn_benchmark", "device_prefetch", "runner", "dist_params", "log_level", "find_unused_parameters",
+    "train_cfg", "test_cfg", "mlflow", "prefect", "checkpoint", "multiprocessing_context", "class_names", BASE_KEY,
     # common in mmcv / mmengine style configs
     "val_cfg", "workflow", "gpu_ids", "total_epochs", "max_iters", "auto_scale_lr", "default_scope",
     "default_hooks", "env_cfg", "launcher", "resume", "opencv_num_threads", "mp_start_method",
