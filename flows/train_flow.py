@@ -40,7 +40,7 @@ import flows  # noqa: E402,F401  (sets telemetry/logging defaults before prefect
 
 from prefect import flow  # noqa: E402
 
-from antgo.engine.runlock import RunLock  # noqa: E402
+from antgo.engine.runlock import RunFolderLost, RunLock, ensure_held  # noqa: E402
 from antgo.fileio import atomic_write_text  # noqa: E402
 from antgo.tracking.runs import PipelineTracker, error_text, is_interrupt  # noqa: E402
 from antgo.tracking.store import (TrackingUnavailableError, browse_hint, check_reachable,  # noqa: E402
@@ -341,11 +341,14 @@ def _parity_summary(report: dict[str, Any], passed: bool) -> dict[str, Any]:
 
 
 def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
-    """Close the parent run, keep a summary.json in the run folder, publish the Prefect summary."""
+    """Close the parent run, keep a summary.json in the run folder (unless another run took the folder over),
+    publish the Prefect summary."""
+    folder_ours = _folder_still_ours(Path(summary["run_dir"]))  # else the summary is in MLflow and Prefect only
     try:
-        _keep_previous_summary(Path(summary["run_dir"]), summary.get("flow_run_id"))
-        atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
-        tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
+        if folder_ours:
+            _keep_previous_summary(Path(summary["run_dir"]), summary.get("flow_run_id"))
+            atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
+            tracker.log_artifact(tracker.parent_run_id, Path(summary["run_dir"]) / "summary.json")
     except Exception:
         logger.exception("could not write the run summary")
     try:  # the run's description in the MLflow UI
@@ -356,8 +359,19 @@ def _finish(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseExceptio
         tracker.end(tracker.parent_run_id, exc)
     except Exception:
         logger.exception("could not close the MLflow parent run")
-    _report_undelivered(tracker, summary, exc)
+    _report_undelivered(tracker, summary, exc, folder_ours)
     publish_summary(summary)
+
+
+def _folder_still_ours(run_dir: Path) -> bool:
+    """False when another host took the run folder over (this process was paused past the lock's stale limit):
+    nothing more may be written there, the earlier summary of the folder's new run included."""
+    try:
+        ensure_held(run_dir, "writing the run summary")
+    except RunFolderLost as lost:
+        logger.error("%s", lost)
+        return False
+    return True
 
 
 def _keep_previous_summary(run_dir: Path, flow_run_id: str | None) -> None:
@@ -375,7 +389,8 @@ def _keep_previous_summary(run_dir: Path, flow_run_id: str | None) -> None:
     path.rename(run_dir / f"summary.{stamp}.json")
 
 
-def _report_undelivered(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None) -> None:
+def _report_undelivered(tracker: PipelineTracker, summary: dict[str, Any], exc: BaseException | None,
+                        folder_ours: bool = True) -> None:
     """Drain the tracking queue (seconds only after SIGTERM) and warn about what MLflow never received."""
     lines = tracker.close(timeout=3.0 if is_interrupt(exc) else None)
     if not lines:
@@ -384,6 +399,8 @@ def _report_undelivered(tracker: PipelineTracker, summary: dict[str, Any], exc: 
     logger.warning("MLflow at %s did not receive everything (kept in %s):\n  %s\nSend it once the store is back: "
                    "%s", tracker.ctx.tracking_uri, tracker.ctx.spool, "\n  ".join(lines),
                    replay_command(summary["run_dir"]))
+    if not folder_ours:
+        return
     try:
         atomic_write_text(Path(summary["run_dir"], "summary.json"), json.dumps(summary, indent=2, default=str))
     except OSError:

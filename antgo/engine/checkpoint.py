@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from antgo.engine.runlock import ensure_held
 from antgo.fileio import write_uninterrupted
 
 logger = logging.getLogger(__name__)
@@ -144,9 +145,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     stored as text). ``torch_version``, ``antgo_version`` and ``time`` are added.
     """
     from antgo import __version__ as antgo_version
+    from antgo.config.secrets import mask_secrets
 
     path = os.fspath(path)
-    from antgo.config.secrets import mask_secrets
+    ensure_held(path, f"writing {path}")  # a run folder taken over while this process was paused is not ours
 
     meta = dict(meta or {})
     config = meta.pop("config", None)

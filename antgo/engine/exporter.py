@@ -20,6 +20,7 @@ from torch import nn
 from antgo.config import load_config
 from antgo.engine.device import resolve_device
 from antgo.engine.loading import run_relative
+from antgo.engine.runlock import ensure_held
 from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Exporter:
         opset = int(opset_version or spec["opset_version"] or (DYNAMO_OPSET if dynamo else DEFAULT_OPSET))
         model = build_export_model(self.cfg, checkpoint, self.device)
         path = os.fspath(path) if path else os.path.join(self.work_dir, f"{self._default_name(spec)}.onnx")
+        ensure_held(path, f"exporting {path}")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
         gen = torch.Generator().manual_seed(0)

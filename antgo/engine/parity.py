@@ -27,6 +27,7 @@ from antgo.engine.evaluation import to_numpy
 from antgo.engine.exporter import build_export_model, load_config
 from antgo.engine.loading import resolve_in_run
 from antgo.engine.prediction_parity import PREDICTION_THRESHOLDS, compare_predictions, prediction_failures
+from antgo.engine.runlock import ensure_held
 from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -301,6 +302,7 @@ def verify_parity(cfg: Any, onnx_path: str, checkpoint: str | None = None, work_
     out_dir = os.fspath(work_dir) if work_dir else os.path.dirname(os.path.abspath(onnx_path))
     os.makedirs(out_dir, exist_ok=True)
     report["report_file"] = os.path.join(out_dir, "parity.json")
+    ensure_held(report["report_file"], f"writing {report['report_file']}")
     atomic_write_text(report["report_file"], json.dumps(_json_safe(report), indent=2))
     summary = ", ".join(f"{k}: max|Δ| {s['max_abs_diff']:.2e}, mean|Δ| {s['mean_abs_diff']:.2e}"
                         + (f", argmax {s['argmax_agreement']:.5f}" if s["argmax_agreement"] is not None else "")

@@ -10,6 +10,11 @@ re-entrant within a process (the flow holds it around its stages; the Trainer in
 shared with the processes the holder starts (``torchrun`` launched from the flow): the holder lists its locks in
 the environment variable ``ANTGO_RUN_LOCKS``, which only its descendants inherit.
 Taking the lock also removes temporary files that an interrupted write left behind (``.tmp_*.pth``, ...).
+
+A holder paused for longer than the stale limit (SIGSTOP, a suspended VM) may find, once it runs again, that
+another host took its folder over. It must not write there any more: :func:`ensure_held` (called before every
+checkpoint, test-result, ONNX and parity-report write) raises :class:`RunFolderLost` then, and the heartbeat
+stops touching a lock that is no longer its own.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from antgo.config.env import env_seconds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunLock", "RunFolderLocked", "LOCK_NAME", "clean_temp_files"]
+__all__ = ["RunLock", "RunFolderLocked", "RunFolderLost", "LOCK_NAME", "clean_temp_files", "ensure_held"]
 
 LOCK_NAME = ".antgo.lock"
 # what atomic writers leave when killed between writing and os.replace
@@ -39,6 +44,7 @@ HEARTBEAT_S = 30.0  # the holder refreshes the lock file's mtime this often
 DEFAULT_STALE_AFTER_S = 120.0  # a lock from another host silent for longer is stale (clocks may differ a little)
 
 _held: dict[str, int] = {}  # lock path -> nesting depth in this process
+_owners: dict[str, dict[str, Any]] = {}  # lock path -> the holder record that makes it ours (see _is_ours)
 _shared: set[str] = set()  # locks this process uses on behalf of the parent that holds them
 _guard = threading.Lock()
 _beating: set[str] = set()  # lock files this process created: the heartbeat thread touches them
@@ -60,12 +66,27 @@ def _beat() -> None:
             if not _beating:
                 _heartbeat = None
                 return
-            paths = list(_beating)
-        for path in paths:
-            try:
-                os.utime(path)
-            except OSError:  # removed meanwhile (released, or taken over as stale by mistake): nothing to refresh
-                pass
+        touch_held_locks()
+
+
+def touch_held_locks() -> None:
+    """One heartbeat: refresh the mtime of each lock file this process created and still owns. A lock taken
+    over meanwhile (this process was paused past the stale limit) is left alone: touching it would keep the
+    new holder's lock alive on this process's behalf."""
+    with _guard:
+        paths = {path: _owners.get(path, {}) for path in _beating}
+    for path, mine in paths.items():
+        holder = _read_holder(path)
+        if not _is_ours(holder, mine):
+            with _guard:
+                _beating.discard(path)
+            logger.error("run folder %s: the lock is no longer this process's (%s); not writing there any "
+                         "more", os.path.dirname(path), _describe(holder) if holder else "the lock file is gone")
+            continue
+        try:
+            os.utime(path)
+        except OSError:  # removed meanwhile (released, or taken over): nothing to refresh
+            pass
 
 
 def _start_beating(path: str) -> None:
@@ -88,6 +109,40 @@ def _silent_for(path: str) -> float | None:
 
 class RunFolderLocked(RuntimeError):
     """The run folder is in use by another live process; the message names it (pid, host, start time)."""
+
+
+class RunFolderLost(RuntimeError):
+    """This process held the run folder's lock, but another process has taken it over since."""
+
+
+def _is_ours(holder: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """``holder`` (the lock file now) is the record ``mine`` this process wrote, or, for a lock shared with
+    the parent that holds it, still names that parent."""
+    keys = ("pid", "host", "started") if "started" in mine else ("pid", "host")
+    return bool(mine) and all(holder.get(k) == mine[k] for k in keys)
+
+
+def ensure_held(path: str | os.PathLike, action: str = "writing") -> None:
+    """Raise :class:`RunFolderLost` when ``path`` lies in a run folder whose lock this process held and has
+    lost to a takeover; do nothing for folders this process does not lock. One small file read per lock."""
+    target = os.path.abspath(os.fspath(path))
+    with _guard:
+        held = [(p, _owners.get(p, {})) for p, depth in _held.items() if depth]
+    for lock_path, mine in held:
+        folder = os.path.dirname(lock_path)
+        if os.path.commonpath([folder, target]) != folder:
+            continue
+        holder = _read_holder(lock_path)
+        if _is_ours(holder, mine):
+            continue
+        now = _describe(holder) if holder else "nobody (its lock file is gone: a takeover in progress?)"
+        raise RunFolderLost(
+            f"run folder {folder} is no longer this run's: its lock now names {now}, not pid "
+            f"{mine.get('pid')} on host {mine.get('host')}. Another host takes a lock over once its holder has "
+            f"been silent for more than {stale_after_s():.0f} s (ANTGO_LOCK_STALE_S); this process was probably "
+            f"paused or suspended that long. {action[:1].upper()}{action[1:]} refused so that the two runs do "
+            f"not mix; this run stops here, and what it wrote before the takeover stays. Continue it in another "
+            f"folder (copy this one and --resume-from its latest.pth), or raise ANTGO_LOCK_STALE_S on every host.")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -180,8 +235,10 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        record = self._record()
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self._record(), f)
+            json.dump(record, f)
+        _owners[self.path] = record
         return True
 
     def _is_stale(self, holder: dict[str, Any]) -> bool:
@@ -210,6 +267,7 @@ class RunLock:
                 if self._held_by_parent(holder):
                     _held[self.path] = 1
                     _shared.add(self.path)
+                    _owners[self.path] = {"pid": holder["pid"], "host": holder["host"]}
                     return self  # the parent's run: its files are being written, leave them alone
                 if not self._is_stale(holder):
                     raise RunFolderLocked(
@@ -257,13 +315,14 @@ class RunLock:
                 _held[self.path] = depth - 1
                 return
             _held.pop(self.path, None)
+            mine = _owners.pop(self.path, {})
             if self.path in _shared:
                 _shared.discard(self.path)
                 return
             if depth:
                 _set_env_lock(self.path, None)
                 _beating.discard(self.path)
-            if depth and int(_read_holder(self.path).get("pid", -1)) == os.getpid():
+            if depth and _is_ours(_read_holder(self.path), mine):
                 try:
                     os.remove(self.path)
                 except FileNotFoundError:

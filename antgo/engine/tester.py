@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from antgo.engine.evaluation import evaluate, json_safe
+from antgo.engine.runlock import ensure_held
 from antgo.fileio import atomic_write_text
 from antgo.config import load_config
 from antgo.predict.overlay import colourise, voc_palette  # noqa: F401  (voc_palette: re-exported)
@@ -104,6 +105,7 @@ class Tester:
                                 desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
                                 batch_transform=self.batch_transform)
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
+        ensure_held(json_file, f"writing {json_file}")
         atomic_write_text(json_file, json.dumps(json_safe(self.results), indent=2))
         self.json_file = json_file
         logger.info("Test metrics: %s; written to %s", ", ".join(f"{k}={v:.4f}" for k, v in self.results.items()),

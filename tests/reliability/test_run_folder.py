@@ -105,6 +105,100 @@ def test_the_holder_keeps_its_lock_alive(tmp_path: Path, monkeypatch: pytest.Mon
         assert time.time() - os.stat(held.path).st_mtime < 100
 
 
+def _take_over_from_another_host(lock: Path) -> dict:
+    """What another host does once this holder has been silent past the stale limit: its own lock in place."""
+    theirs = {"pid": 777, "host": "node-b", "started": "09:00", "heartbeat": 30.0}
+    (lock.parent / ".their.lock").write_text(json.dumps(theirs))
+    os.replace(lock.parent / ".their.lock", lock)
+    return theirs
+
+
+def test_a_run_whose_folder_was_taken_over_stops_without_writing(ctx: Ctx) -> None:
+    """Paused past ANTGO_LOCK_STALE_S, a holder finds its folder taken over by another host: its next
+    checkpoint is refused, what the other run wrote stays, and its lock is not removed."""
+    from antgo.engine.hooks import Hook
+    from antgo.engine.runlock import RunFolderLost
+
+    work = ctx.tmp / "run"
+    taken: list[dict] = []
+
+    class TakenOverWhilePaused(Hook):
+        def before_iter(self, trainer: Trainer) -> None:
+            if not taken:
+                taken.append(_take_over_from_another_host(work / LOCK_NAME))
+                (work / "output").mkdir(exist_ok=True)
+                (work / "output" / "latest.pth").write_bytes(b"the other run's checkpoint")
+
+    trainer = Trainer(ctx.cfg, work_dir=str(work), device="cpu")
+    trainer.config_dataloader()
+    trainer.config_model()
+    trainer.register_hook(TakenOverWhilePaused())
+    with pytest.raises(RunFolderLost, match=r"no longer this run's: its lock now names pid 777 on host node-b.*"
+                                            r"ANTGO_LOCK_STALE_S.*refused so that the two runs do not mix"):
+        trainer.start_train()
+    assert (work / "output" / "latest.pth").read_bytes() == b"the other run's checkpoint"
+    assert sorted(p.name for p in (work / "output").iterdir()) == ["latest.pth"]  # no best/epoch file of ours
+    assert json.loads((work / LOCK_NAME).read_text()) == taken[0]  # the new holder's lock stays
+
+
+def test_test_export_and_verify_refuse_a_folder_taken_over(ctx: Ctx) -> None:
+    """The stages after training (the flow runs them holding the lock) write nothing there either."""
+    from antgo.engine import Exporter, Tester
+    from antgo.engine.parity import verify_parity
+    from antgo.engine.runlock import RunFolderLost
+
+    best = str(ctx.run / "output" / "best.pth")
+    onnx_path = Exporter(ctx.cfg, str(ctx.tmp / "export")).export(checkpoint=best)
+    work = ctx.tmp / "run"
+    with RunLock(work) as held:
+        _take_over_from_another_host(Path(held.path))
+        tester = Tester(ctx.cfg, str(work), device="cpu")
+        tester.config_model(best)
+        with pytest.raises(RunFolderLost, match="Writing .*eval_results.json refused"):
+            tester.evaluate()
+        with pytest.raises(RunFolderLost, match="Exporting .*onnx refused"):
+            Exporter(ctx.cfg, str(work)).export(checkpoint=best)
+        with pytest.raises(RunFolderLost, match="Writing .*parity.json refused"):
+            verify_parity(ctx.cfg, onnx_path, best, work_dir=str(work), num_samples=2)
+        assert sorted(p.name for p in work.iterdir()) == [LOCK_NAME]
+
+
+def test_a_pipeline_whose_folder_was_taken_over_writes_no_summary_there(tmp_path: Path) -> None:
+    """The flow's closing step keeps the new holder's summary.json as it is (no rename, no overwrite)."""
+    pytest.importorskip("prefect")
+    from antgo.engine.runlock import RunFolderLost
+    from antgo.tracking.runs import PipelineTracker
+    from flows.train_flow import _finish
+
+    run = tmp_path / "run"
+    with RunLock(run, purpose="flow") as held:
+        _take_over_from_another_host(Path(held.path))
+        (run / "summary.json").write_text('{"flow_run_id": "theirs"}')
+        summary = {"run_dir": str(run), "status": "Failed", "flow_run_id": "ours", "config": "cfg.py"}
+        _finish(PipelineTracker.disabled(str(tmp_path / "mlflow.db")), summary, RunFolderLost("taken over"))
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "summary.json"]
+    assert json.loads((run / "summary.json").read_text()) == {"flow_run_id": "theirs"}
+
+
+def test_the_heartbeat_leaves_a_lock_taken_over_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    from antgo.engine.runlock import touch_held_locks
+
+    with RunLock(tmp_path / "run") as held:
+        old = time.time() - 1000
+        os.utime(held.path, (old, old))
+        touch_held_locks()
+        assert time.time() - os.stat(held.path).st_mtime < 100  # still ours: touched
+        _take_over_from_another_host(Path(held.path))
+        os.utime(held.path, (old, old))
+        with caplog.at_level(logging.ERROR, logger="antgo.engine.runlock"):
+            touch_held_locks()
+        assert os.stat(held.path).st_mtime == pytest.approx(old, abs=1)  # theirs: not kept alive on our behalf
+        assert "no longer this process's (pid 777 on host node-b" in caplog.text
+    assert json.loads(Path(held.path).read_text())["host"] == "node-b"  # released without removing theirs
+
+
 def test_unreadable_lock_file_counts_as_stale(tmp_path: Path) -> None:
     (tmp_path / LOCK_NAME).write_text("{half")
     with RunLock(tmp_path):
