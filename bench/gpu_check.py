@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -99,6 +100,14 @@ def device_path_ms(device: torch.device, data_dir: str, batch: int, size: int, w
     return timed
 
 
+def shm_free_gib() -> float:
+    """Free space of /dev/shm, where loader workers hand their batches over (a small one makes them fail)."""
+    try:
+        return shutil.disk_usage("/dev/shm").free / 2 ** 30
+    except OSError:
+        return float("nan")
+
+
 def write_json(path: str | None, figures: dict) -> None:
     """The figures so far (written after each phase: a later failure keeps the earlier ones); NaN as null."""
     if path:
@@ -123,9 +132,11 @@ def main() -> None:
             raise SystemExit("no CUDA device: run with --cpu-smoke to check the script on a CPU")
         device = torch.device("cuda")
         settings, rounds = presets(device), args.rounds
-        print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
+        print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores, "
+              f"/dev/shm free {shm_free_gib():.1f} GiB", flush=True)
     figures: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-                     "torch": torch.__version__, "cpu_cores": os.cpu_count(), "settings": settings}
+                     "torch": torch.__version__, "cpu_cores": os.cpu_count(), "shm_free_gib": shm_free_gib(),
+                     "settings": settings}
     # --cpu-smoke: the device augmentation and prefetch paths too (on a CPU they are off by default)
     smoke = ["+data.train.device_augmentation=True"] if args.cpu_smoke else []
     with tempfile.TemporaryDirectory(prefix="antgo_gpu_check_") as tmp:
