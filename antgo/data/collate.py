@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import shutil
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,14 +19,39 @@ import torch
 INSTANCE_KEYS = ("bboxes", "labels", "joints2d", "joints_vis", "iscrowd", "areas", "difficult")
 
 
+SHM_DIR = "/dev/shm"
+
+
+class SharedMemoryFull(RuntimeError):
+    """A loader worker found no room in shared memory for a batch (a container's small ``/dev/shm``)."""
+
+
 def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised batch tensor; in a loader worker it is made in shared memory, as PyTorch's
     ``default_collate`` makes its batches, so that handing it to the main process copies nothing."""
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
     like = torch.empty(0, dtype=dtype)
-    storage = like._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    try:
+        storage = like._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    except RuntimeError as exc:
+        raise _shared_memory_full(math.prod(shape) * like.element_size(), shape, exc) from exc
     return like.new(storage).view(shape)
+
+
+def _shared_memory_full(nbytes: int, shape: tuple[int, ...], exc: BaseException) -> SharedMemoryFull:
+    try:
+        usage = shutil.disk_usage(SHM_DIR)
+        room = f"{SHM_DIR} has {usage.free / 2 ** 20:.0f} MiB free of {usage.total / 2 ** 20:.0f} MiB"
+    except OSError:
+        room = f"{SHM_DIR} cannot be read"
+    return SharedMemoryFull(
+        f"a data loader worker could not make a batch tensor {list(shape)} ({nbytes / 2 ** 20:.1f} MiB) in "
+        f"shared memory: {exc}. {room}; the workers hand their batches over there, up to workers_per_gpu x "
+        f"prefetch_factor (default 2) batches at a time. Give the machine more shared memory (docker run "
+        f"--shm-size=8g; Kubernetes: an emptyDir volume with medium: Memory mounted at /dev/shm), or lower "
+        f"samples_per_gpu or workers_per_gpu in the config's data section (workers_per_gpu=0 loads in the "
+        f"main process, without shared memory).")
 
 
 def _as_tensor(key: str, value: Any) -> torch.Tensor:
