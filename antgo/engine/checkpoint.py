@@ -15,6 +15,7 @@ import pickle
 import pprint
 import random
 import re
+import shutil
 import tempfile
 import time
 from collections import OrderedDict
@@ -30,7 +31,8 @@ from antgo.fileio import write_uninterrupted
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "UnsafeCheckpointError", "NonFiniteCheckpointError", "save_checkpoint",
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "NonFiniteCheckpointError", "CheckpointWriteError",
+           "save_checkpoint",
            "read_checkpoint", "load_checkpoint", "resume_checkpoint", "check_finite", "get_state_dict",
            "unwrap_model", "rng_state", "restore_rng", "UNSAFE_LOAD_ENV"]
 
@@ -49,6 +51,42 @@ class UnsafeCheckpointError(CheckpointError):
 
 class NonFiniteCheckpointError(CheckpointError):
     """A checkpoint whose weights or buffers hold NaN/inf (a diverged training run)."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (most often: its disk is full); the files already there are kept."""
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _write_error(path: str, checkpoint: Mapping[str, Any], exc: BaseException) -> CheckpointWriteError:
+    folder = os.path.dirname(os.path.abspath(path))
+    needed = _tensor_bytes(checkpoint)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    cause = _last_line(exc)
+    if free is not None and free < needed + 2 ** 20:
+        why = (f"its disk is full: {free / 2 ** 20:.1f} MiB free in {folder}, and this checkpoint needs about "
+               f"{needed / 2 ** 20:.1f} MiB ({cause})")
+        fix = "Free some space there, or set checkpoint_config.out_dir (and evaluation.out_dir) to a larger disk"
+    else:
+        why = cause
+        fix = "Fix the cause"
+    return CheckpointWriteError(
+        f"could not write checkpoint {path}: {why}. Nothing there was replaced: the checkpoints written before "
+        f"are as they were. {fix}, then continue from the last one with --resume-from (Trainer: "
+        f"config_model(resume_from=...)).")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -180,9 +218,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
 
     try:
         write_uninterrupted(write)  # a SIGTERM or Ctrl-C now would break torch.save's writer: it waits
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, (OSError, RuntimeError)):  # torch.save on a full disk: 'unexpected pos 64 vs 0'
+            raise _write_error(path, checkpoint, exc) from exc
         raise
     logger.debug("saved checkpoint %s", path)
     return path

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from antgo.config import load_config  # noqa: F401  (the one config loader; re-exported for callers)
+from antgo.engine.checkpoint import CheckpointWriteError
 from antgo.engine.evaluation import amp_context, json_safe
 from antgo.engine.prefetch import device_batches
 from antgo.engine.hooks.base import STAGES, Hook
@@ -428,7 +429,7 @@ class Trainer:
             logger.info("Done after %d iterations: %s; latest %s", self.iter, best, self.latest_checkpoint)
             return self.result()
         except Exception as exc:  # recorded in train.log, then re-raised: a failed run must fail
-            if isinstance(exc, NonFiniteError) and self.latest_checkpoint:
+            if isinstance(exc, (NonFiniteError, CheckpointWriteError)) and self.latest_checkpoint:
                 exc.add_note(f"the last good checkpoint is {self.latest_checkpoint}")
             logger.error("Training failed at epoch %d, iter %d: %s: %s", self.epoch + 1, self.iter,
                          type(exc).__name__, exc)
