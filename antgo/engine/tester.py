@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from antgo.engine.evaluation import evaluate, json_safe
+from antgo.engine.memory import note_out_of_memory
 from antgo.engine.runlock import ensure_held
 from antgo.fileio import atomic_write_text
 from antgo.config import load_config
@@ -100,10 +101,14 @@ class Tester:
                                  {k: v[j] for k, v in gts.items()}))
             counter["next"] += n
 
-        self.results = evaluate(self.model, loader, self.metrics, self.device, amp=self.amp,
-                                channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
-                                desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
-                                batch_transform=self.batch_transform)
+        try:
+            self.results = evaluate(self.model, loader, self.metrics, self.device, amp=self.amp,
+                                    channels_last=self.channels_last, on_batch=collect if num_vis > 0 else None,
+                                    desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
+                                    batch_transform=self.batch_transform)
+        except Exception as exc:
+            note_out_of_memory(exc, "in the test", loader, "data.test_dataloader.samples_per_gpu", self.device)
+            raise
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
         ensure_held(json_file, f"writing {json_file}")
         atomic_write_text(json_file, json.dumps(json_safe(self.results), indent=2))

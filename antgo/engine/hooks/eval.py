@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from antgo.engine.evaluation import evaluate, json_safe
 from antgo.engine.hooks.base import PRIORITIES, Hook
 from antgo.engine.loading import run_relative
+from antgo.engine.memory import note_out_of_memory
 from antgo.registry import HOOKS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,9 +102,14 @@ class EvalHook(Hook):
         return key
 
     def _evaluate(self, trainer: "Trainer", desc: str, max_batches: int | None = None) -> dict[str, float]:
-        return evaluate(trainer.model, self.dataloader, self.metrics, trainer.device, amp=trainer.amp,
-                        channels_last=trainer.channels_last, desc=desc, amp_dtype=trainer.amp_dtype,
-                        batch_transform=getattr(trainer, "val_transform", None), max_batches=max_batches)
+        try:
+            return evaluate(trainer.model, self.dataloader, self.metrics, trainer.device, amp=trainer.amp,
+                            channels_last=trainer.channels_last, desc=desc, amp_dtype=trainer.amp_dtype,
+                            batch_transform=getattr(trainer, "val_transform", None), max_batches=max_batches)
+        except Exception as exc:
+            note_out_of_memory(exc, f"in validation ({desc})", self.dataloader,
+                               "data.val_dataloader.samples_per_gpu", trainer.device)
+            raise
 
     def _due(self, trainer: "Trainer") -> bool:
         if not getattr(trainer, "by_epoch", True):
