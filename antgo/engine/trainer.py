@@ -430,10 +430,11 @@ class Trainer:
             logger.info("Done after %d iterations: %s; latest %s", self.iter, best, self.latest_checkpoint)
             return self.result()
         except Exception as exc:  # recorded in train.log, then re-raised: a failed run must fail
-            note_out_of_memory(exc, f"in training ({self.describe_iter(self.iter + 1)})", self.train_loader,
-                               "data.train_dataloader.samples_per_gpu", self.device, training=True)
-            if (isinstance(exc, (NonFiniteError, CheckpointWriteError)) or is_out_of_memory(exc)) \
-                    and self.latest_checkpoint:
+            out_of_memory = is_out_of_memory(exc)
+            if out_of_memory:  # validation's own note, if it ran out there, comes first and stays the only one
+                note_out_of_memory(exc, f"in training ({self.describe_iter(self.iter + 1)})", self.train_loader,
+                                   "data.train_dataloader.samples_per_gpu", self.device, training=True)
+            if (out_of_memory or isinstance(exc, (NonFiniteError, CheckpointWriteError))) and self.latest_checkpoint:
                 exc.add_note(f"the last good checkpoint is {self.latest_checkpoint}")
             logger.error("Training failed at epoch %d, iter %d: %s: %s", self.epoch + 1, self.iter,
                          type(exc).__name__, exc)
