@@ -107,7 +107,7 @@ class Tester:
                                     desc="test", amp_dtype=str(self.cfg.get("amp_dtype", "bfloat16")),
                                     batch_transform=self.batch_transform)
         except Exception as exc:
-            note_out_of_memory(exc, "in the test", loader, "data.test_dataloader.samples_per_gpu", self.device)
+            note_out_of_memory(exc, "in the test", loader, "data.test_dataloader", self.device)
             raise
         json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
         ensure_held(json_file, f"writing {json_file}")

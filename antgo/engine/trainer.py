@@ -26,7 +26,7 @@ from antgo.engine.evaluation import amp_context, json_safe
 from antgo.engine.prefetch import device_batches
 from antgo.engine.hooks.base import STAGES, Hook
 from antgo.engine.logging import add_file_handler, remove_handler
-from antgo.engine.memory import is_out_of_memory, note_out_of_memory
+from antgo.engine.memory import is_out_of_memory, is_worker_death, note_out_of_memory
 from antgo.engine.numerics import LossMeter, NonFiniteError, find_nonfinite_state, grads_are_finite, parse_losses
 
 __all__ = ["Trainer", "load_config", "seed_everything", "parse_losses"]
@@ -430,11 +430,11 @@ class Trainer:
             logger.info("Done after %d iterations: %s; latest %s", self.iter, best, self.latest_checkpoint)
             return self.result()
         except Exception as exc:  # recorded in train.log, then re-raised: a failed run must fail
-            out_of_memory = is_out_of_memory(exc)
-            if out_of_memory:  # validation's own note, if it ran out there, comes first and stays the only one
-                note_out_of_memory(exc, f"in training ({self.describe_iter(self.iter + 1)})", self.train_loader,
-                                   "data.train_dataloader.samples_per_gpu", self.device, training=True)
-            if (out_of_memory or isinstance(exc, (NonFiniteError, CheckpointWriteError))) and self.latest_checkpoint:
+            # validation's own note, if memory ran out there, comes first and stays the only one
+            memory = (is_out_of_memory(exc) or is_worker_death(exc)) and note_out_of_memory(
+                exc, f"in training ({self.describe_iter(self.iter + 1)})", self.train_loader, "data.train_dataloader",
+                self.device, training=True)
+            if (memory or isinstance(exc, (NonFiniteError, CheckpointWriteError))) and self.latest_checkpoint:
                 exc.add_note(f"the last good checkpoint is {self.latest_checkpoint}")
             logger.error("Training failed at epoch %d, iter %d: %s: %s", self.epoch + 1, self.iter,
                          type(exc).__name__, exc)

@@ -1,7 +1,10 @@
 """Out of memory in training, validation or the test: the error keeps PyTorch's message and gets a note naming
-the batch size to lower (the split's config key and a smaller value) and the checkpoints kept."""
+the batch size to lower (the split's config key and a smaller value) and the checkpoints kept; a loader worker
+that dies (the kernel's out-of-memory killer, most often) gets one naming the workers to lower."""
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,17 @@ import torch
 
 from antgo.engine import Tester, Trainer
 from antgo.engine.memory import is_out_of_memory
+from antgo.registry import TRANSFORMS
+
+
+@TRANSFORMS.register_module()
+class EndsItsWorker:
+    """Kills the loader worker running it with SIGKILL, as the kernel's out-of-memory killer does."""
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return results
 
 
 def _allocating_too_much_when(model: torch.nn.Module, when: Any) -> None:
@@ -70,3 +84,15 @@ def test_out_of_memory_in_the_test_names_the_test_batch(tiny_seg_cfg: dict, tmp_
         tester.evaluate()
     assert any("in the test, with batches of" in n and "data.test_dataloader.samples_per_gpu" in n
                for n in err.value.__notes__)
+
+
+def test_a_loader_worker_killed_names_the_workers_to_lower(tiny_seg_cfg: dict, tmp_path: Path) -> None:
+    tiny_seg_cfg["data"]["train"]["pipeline"].append(dict(type="EndsItsWorker"))
+    tiny_seg_cfg["data"]["train_dataloader"] = dict(tiny_seg_cfg["data"]["train_dataloader"], workers_per_gpu=2)
+    trainer = _trainer(tiny_seg_cfg, tmp_path / "run")
+    with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid") as err:
+        trainer.start_train(max_epochs=1)
+    notes = "\n".join(err.value.__notes__)
+    assert "a data loader worker died in training (epoch 1, iter 1/3 (global iter 1)) (2 workers, batches of 4 " \
+           "samples). Most often the kernel's out-of-memory killer ended it" in notes
+    assert "Lower data.train_dataloader.workers_per_gpu" in notes and "workers_per_gpu=0 to see where" in notes

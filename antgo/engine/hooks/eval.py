@@ -108,7 +108,7 @@ class EvalHook(Hook):
                             batch_transform=getattr(trainer, "val_transform", None), max_batches=max_batches)
         except Exception as exc:
             note_out_of_memory(exc, f"in validation ({desc})", self.dataloader,
-                               "data.val_dataloader.samples_per_gpu", trainer.device)
+                               "data.val_dataloader", trainer.device)
             raise
 
     def _due(self, trainer: "Trainer") -> bool:
