@@ -33,7 +33,8 @@ from antgo.config.env import env_seconds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunLock", "RunFolderLocked", "RunFolderLost", "LOCK_NAME", "clean_temp_files", "ensure_held"]
+__all__ = ["RunLock", "RunFolderLocked", "RunFolderLost", "LOCK_NAME", "clean_temp_files", "ensure_held",
+           "folder_lost"]
 
 LOCK_NAME = ".antgo.lock"
 # what atomic writers leave when killed between writing and os.replace
@@ -46,6 +47,7 @@ DEFAULT_STALE_AFTER_S = 120.0  # a lock from another host silent for longer is s
 _held: dict[str, int] = {}  # lock path -> nesting depth in this process
 _owners: dict[str, dict[str, Any]] = {}  # lock path -> the holder record that makes it ours (see _is_ours)
 _shared: set[str] = set()  # locks this process uses on behalf of the parent that holds them
+_lost: set[str] = set()  # held locks found taken over by another process (see folder_lost)
 _guard = threading.Lock()
 _beating: set[str] = set()  # lock files this process created: the heartbeat thread touches them
 _heartbeat: threading.Thread | None = None
@@ -80,6 +82,7 @@ def touch_held_locks() -> None:
         if not _is_ours(holder, mine):
             with _guard:
                 _beating.discard(path)
+                _lost.add(path)
             logger.error("run folder %s: the lock is no longer this process's (%s); not writing there any "
                          "more", os.path.dirname(path), _describe(holder) if holder else "the lock file is gone")
             continue
@@ -135,6 +138,8 @@ def ensure_held(path: str | os.PathLike, action: str = "writing") -> None:
         holder = _read_holder(lock_path)
         if _is_ours(holder, mine):
             continue
+        with _guard:
+            _lost.add(lock_path)
         now = _describe(holder) if holder else "nobody (its lock file is gone: a takeover in progress?)"
         raise RunFolderLost(
             f"run folder {folder} is no longer this run's: its lock now names {now}, not pid "
@@ -143,6 +148,15 @@ def ensure_held(path: str | os.PathLike, action: str = "writing") -> None:
             f"paused or suspended that long. {action[:1].upper()}{action[1:]} refused so that the two runs do "
             f"not mix; this run stops here, and what it wrote before the takeover stays. Continue it in another "
             f"folder (copy this one and --resume-from its latest.pth), or raise ANTGO_LOCK_STALE_S on every host.")
+
+
+def folder_lost(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in a run folder whose lock this process was found to have lost (by the heartbeat
+    or :func:`ensure_held`): a dictionary look-up, cheap enough for every log record."""
+    target = os.path.abspath(os.fspath(path))
+    with _guard:
+        lost = [os.path.dirname(p) for p in _lost]
+    return any(os.path.commonpath([folder, target]) == folder for folder in lost)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -315,6 +329,7 @@ class RunLock:
                 _held[self.path] = depth - 1
                 return
             _held.pop(self.path, None)
+            _lost.discard(self.path)
             mine = _owners.pop(self.path, {})
             if self.path in _shared:
                 _shared.discard(self.path)

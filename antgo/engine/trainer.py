@@ -395,13 +395,14 @@ class Trainer:
 
     def start_train(self, max_epochs: int | None = None, max_iters: int | None = None) -> dict[str, Any]:
         """Train for ``max_epochs`` or ``max_iters`` (None: the config's); returns the run summary."""
-        from antgo.engine.runlock import RunLock
+        from antgo.engine.runlock import RunLock, folder_lost
 
         log_handler = None
         # before anything is written: a second run on this folder must not touch train.log or checkpoints
         run_lock = RunLock(self.work_dir).acquire() if self.rank == 0 else None
         if self.rank == 0:
             log_handler = add_file_handler(os.path.join(self.work_dir, "train.log"))
+            log_handler.addFilter(lambda _: not folder_lost(self.work_dir))  # another run's train.log by then
         try:
             self._prepare_run(max_epochs, max_iters)
             if self.rank == 0:

@@ -139,6 +139,8 @@ def test_a_run_whose_folder_was_taken_over_stops_without_writing(ctx: Ctx) -> No
     assert (work / "output" / "latest.pth").read_bytes() == b"the other run's checkpoint"
     assert sorted(p.name for p in (work / "output").iterdir()) == ["latest.pth"]  # no best/epoch file of ours
     assert json.loads((work / LOCK_NAME).read_text()) == taken[0]  # the new holder's lock stays
+    log = (work / "train.log").read_text()
+    assert "Epoch [1][3/3]" in log and "RunFolderLost" not in log  # nothing logged there once it was known
 
 
 def test_test_export_and_verify_refuse_a_folder_taken_over(ctx: Ctx) -> None:
@@ -183,7 +185,7 @@ def test_a_pipeline_whose_folder_was_taken_over_writes_no_summary_there(tmp_path
 def test_the_heartbeat_leaves_a_lock_taken_over_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import time
 
-    from antgo.engine.runlock import touch_held_locks
+    from antgo.engine.runlock import folder_lost, touch_held_locks
 
     with RunLock(tmp_path / "run") as held:
         old = time.time() - 1000
@@ -196,6 +198,8 @@ def test_the_heartbeat_leaves_a_lock_taken_over_alone(tmp_path: Path, caplog: py
             touch_held_locks()
         assert os.stat(held.path).st_mtime == pytest.approx(old, abs=1)  # theirs: not kept alive on our behalf
         assert "no longer this process's (pid 777 on host node-b" in caplog.text
+        assert folder_lost(Path(held.path).parent / "output" / "x.pth")  # train.log's filter asks this
+    assert not folder_lost(held.path)  # released
     assert json.loads(Path(held.path).read_text())["host"] == "node-b"  # released without removing theirs
 
 
