@@ -48,7 +48,8 @@ _held: dict[str, int] = {}  # lock path -> nesting depth in this process
 _owners: dict[str, dict[str, Any]] = {}  # lock path -> the holder record that makes it ours (see _is_ours)
 _shared: set[str] = set()  # locks this process uses on behalf of the parent that holds them
 _lost: set[str] = set()  # held locks found taken over by another process (see folder_lost)
-_guard = threading.Lock()
+# re-entrant: a record logged while it is held (a takeover's warning) passes train.log's filter, which takes it
+_guard = threading.RLock()
 _beating: set[str] = set()  # lock files this process created: the heartbeat thread touches them
 _heartbeat: threading.Thread | None = None
 _wake = threading.Event()  # a new lock: touch it now and wait HEARTBEAT_S (as set now) from there
@@ -152,7 +153,7 @@ def ensure_held(path: str | os.PathLike, action: str = "writing") -> None:
 
 def folder_lost(path: str | os.PathLike) -> bool:
     """Whether ``path`` lies in a run folder whose lock this process was found to have lost (by the heartbeat
-    or :func:`ensure_held`): a dictionary look-up, cheap enough for every log record."""
+    or :func:`ensure_held`); cheap enough for every log record (nothing to compare while none was lost)."""
     target = os.path.abspath(os.fspath(path))
     with _guard:
         lost = [os.path.dirname(p) for p in _lost]

@@ -182,6 +182,48 @@ def test_a_pipeline_whose_folder_was_taken_over_writes_no_summary_there(tmp_path
     assert json.loads((run / "summary.json").read_text()) == {"flow_run_id": "theirs"}
 
 
+_LOCK_DURING_TRAINING = """
+import json, socket, subprocess, sys
+from pathlib import Path
+from antgo.data.datasets.synthetic import make_voc_tree
+from antgo.engine import Trainer
+from antgo.engine.hooks import Hook
+from antgo.engine.runlock import LOCK_NAME, RunLock
+from tests.conftest import MINI_CLASSES, make_tiny_seg_cfg
+
+tmp = Path(sys.argv[1])
+voc = make_voc_tree(tmp / "voc", splits={"train": 4, "val": 2}, size_range=(32, 40), num_classes=len(MINI_CLASSES),
+                    seed=0, class_names=MINI_CLASSES)
+other = tmp / "other"
+other.mkdir()
+dead = subprocess.Popen([sys.executable, "-c", "pass"])
+dead.wait()
+(other / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "08:00"}))
+
+
+class TakesAnotherLock(Hook):
+    def before_iter(self, trainer):
+        with RunLock(other):  # a stale lock: its takeover logs a warning while the registry is held
+            pass
+
+
+trainer = Trainer(make_tiny_seg_cfg(voc, max_epochs=1), work_dir=str(tmp / "run"), device="cpu")
+trainer.config_dataloader()
+trainer.config_model()
+trainer.register_hook(TakesAnotherLock())
+trainer.start_train()
+print("TRAINED")
+"""
+
+
+def test_a_lock_taken_during_training_logs_into_train_log_without_a_deadlock(tmp_path: Path) -> None:
+    """train.log's filter asks the lock registry; a record logged while the registry is held must pass."""
+    run = subprocess.run([sys.executable, "-c", _LOCK_DURING_TRAINING, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 0 and "TRAINED" in run.stdout, run.stderr[-2000:]
+    assert "taking over a stale lock" in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_the_heartbeat_leaves_a_lock_taken_over_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import time
 
