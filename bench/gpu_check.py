@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_throughput import Meter, make_data, presets, round_up, run, seed_cfg  # noqa: E402
 
+from antgo.data.cache import RAM_DIR  # noqa: E402
 from antgo.engine import Trainer  # noqa: E402
 
 
@@ -103,7 +104,7 @@ def device_path_ms(device: torch.device, data_dir: str, batch: int, size: int, w
 def shm_free_gib() -> float:
     """Free space of /dev/shm, where loader workers hand their batches over (a small one makes them fail)."""
     try:
-        return shutil.disk_usage("/dev/shm").free / 2 ** 30
+        return shutil.disk_usage(RAM_DIR).free / 2 ** 30
     except OSError:
         return float("nan")
 

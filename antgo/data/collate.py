@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from antgo.data.cache import RAM_DIR  # /dev/shm: where the loader's workers hand batches over
+
 # Fields with one row per object instance (their first axis is N, which differs between samples).
 INSTANCE_KEYS = ("bboxes", "labels", "joints2d", "joints_vis", "iscrowd", "areas", "difficult")
-
-
-SHM_DIR = "/dev/shm"
 
 
 class SharedMemoryFull(RuntimeError):
@@ -41,10 +40,10 @@ def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 def _shared_memory_full(nbytes: int, shape: tuple[int, ...], exc: BaseException) -> SharedMemoryFull:
     try:
-        usage = shutil.disk_usage(SHM_DIR)
-        room = f"{SHM_DIR} has {usage.free / 2 ** 20:.0f} MiB free of {usage.total / 2 ** 20:.0f} MiB"
+        usage = shutil.disk_usage(RAM_DIR)
+        room = f"{RAM_DIR} has {usage.free / 2 ** 20:.0f} MiB free of {usage.total / 2 ** 20:.0f} MiB"
     except OSError:
-        room = f"{SHM_DIR} cannot be read"
+        room = f"{RAM_DIR} cannot be read"
     return SharedMemoryFull(
         f"a data loader worker could not make a batch tensor {list(shape)} ({nbytes / 2 ** 20:.1f} MiB) in "
         f"shared memory: {exc}. {room}; the workers hand their batches over there, up to workers_per_gpu x "
