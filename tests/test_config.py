@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import pickle
 import subprocess
 import sys
@@ -172,6 +173,17 @@ def test_custom_imports_failure_names_module_file_and_pythonpath(tmp_path: Path)
         Config.fromfile(path)
     message = str(info.value)
     assert "no_such_pkg_xyz.models" in message and str(path) in message and "PYTHONPATH" in message
+
+
+def test_custom_imports_finds_a_module_beside_the_config_from_any_folder(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # the flow script puts only its repository on sys.path: a plugin beside the user's config must still import
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", os.getcwd())])
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.delitem(sys.modules, "beside_cfg_plugin", raising=False)
+    write(tmp_path / "beside_cfg_plugin.py", "VALUE = 7\n")
+    Config.fromfile(write(tmp_path / "cfg.py", "custom_imports = dict(imports=['beside_cfg_plugin'])\n"))
+    assert sys.modules["beside_cfg_plugin"].VALUE == 7
 
 
 def test_custom_imports_allow_failed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import re
+import sys
 import traceback
 from typing import Any
 
@@ -234,16 +235,27 @@ def import_custom_modules(custom_imports: Any, path: str | None) -> None:
         raise ConfigError(f"{where}: custom_imports.imports must be a module name or a list of them, "
                           f"got {modules!r}")
     allow_failed = bool(custom_imports.get("allow_failed_imports", False))
+    folders = _plugin_folders(path)
     for name in modules:
-        _import_one(name, where, allow_failed)
+        _import_one(name, where, allow_failed, folders)
 
 
-def _import_one(name: str, where: str, allow_failed: bool) -> None:
+def _plugin_folders(path: str | None) -> list[str]:
+    """The config's folder and the working folder, appended to ``sys.path`` (after installed packages): plugin
+    modules beside the config import the same way under ``python -m antgo``, the flow script and its workers."""
+    folders = list(dict.fromkeys(os.path.abspath(p) for p in ([os.path.dirname(path)] if path else []) + ["."]))
+    present = {os.path.abspath(p or ".") for p in sys.path}
+    sys.path.extend(f for f in folders if f not in present)
+    return folders
+
+
+def _import_one(name: str, where: str, allow_failed: bool, folders: list[str]) -> None:
     try:
         importlib.import_module(name)
     except ImportError as exc:
-        message = (f"{where}: custom_imports could not import '{name}' ({exc}). Install the package or put "
-                   f"the folder that contains it on PYTHONPATH (PYTHONPATH=/path/to/parent ...).")
+        message = (f"{where}: custom_imports could not import '{name}' ({exc}); looked on sys.path, including "
+                   f"{' and '.join(folders)}. Install the package or put the folder that contains it on "
+                   f"PYTHONPATH (PYTHONPATH=/path/to/parent ...).")
         if allow_failed:
             logger.warning("%s (skipped: allow_failed_imports=True)", message)
             return
