@@ -315,7 +315,11 @@ def resume_command(parameters: dict[str, Any], run_dir: str, deployment: str | N
         for key, value in {**changed, "resume": run_dir}.items():
             parts += ["--param", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
         return shlex.join(parts)
-    parts = ["python", "flows/train_flow.py", config, "--resume", run_dir]
+    try:  # absolute paths: the command must run from any folder, not only from the repository
+        config = str(resolve_config(config))
+    except FileNotFoundError:
+        pass
+    parts = [sys.executable or "python", str(Path(__file__).resolve()), config, "--resume", run_dir]
     for key, value in changed.items():
         option = _CLI_OPTIONS.get(key)
         if option is None or value is None:
