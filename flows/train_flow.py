@@ -211,10 +211,14 @@ def _run_pipeline(config: str, cfg_options: list[str] | None, work_dir: str | No
     cfg_path = None
     stage = "start"  # from here on a failure closes the parent run as FAILED
     try:
+        # every flow parameter but tracking_uri (it can hold credentials; the run is in that store anyway)
         tracker.log_params(tracker.parent_run_id, {
             "pipeline.config": str(config_path), "pipeline.cfg_options": cfg_options or [],
-            "pipeline.max_epochs": max_epochs, "pipeline.device": device, "pipeline.resume": resume,
-            "pipeline.parity_thresholds": parity_thresholds, "pipeline.num_vis": num_vis})
+            "pipeline.work_dir": work_dir, "pipeline.max_epochs": max_epochs, "pipeline.device": device,
+            "pipeline.experiment": experiment, "pipeline.parity_thresholds": parity_thresholds,
+            "pipeline.parity_samples": parity_samples, "pipeline.num_vis": num_vis, "pipeline.alias": alias,
+            "pipeline.resume": resume, "pipeline.loader_context": loader_context, "pipeline.launch": launch or None,
+            "pipeline.tracking": tracking})
         publish_mlflow_link(tracker.url(), tracker.parent_run_id, tracker.ctx.tracking_uri)
         stage = "parse_config"
         parsed = tasks.parse_config(str(config_path), cfg_options, str(run_dir), track, loader_context)
@@ -447,8 +451,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  ONNX: {summary['onnx_path']}")
     if summary.get("best_checkpoint"):
         lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
+    if not summary.get("mlflow_url"):  # tracking off, or optional with the store unreachable
+        mode = str(summary.get("tracking") or "").split(":")[0]
+        lines.append(f"  MLflow: not used (tracking {mode}); everything is in the run folder")
+        return "\n".join(lines)
     uri = summary.get("tracking_uri") or resolve_tracking_uri()
-    lines.append(f"  MLflow run: {summary.get('mlflow_url')}")
+    lines.append(f"  MLflow run: {summary['mlflow_url']}")
     if summary.get("mlflow_experiment_url"):
         lines.append(f"  MLflow experiment: {summary['mlflow_experiment_url']}")
     lines.append(f"  browse: {browse_hint(uri)}")

@@ -67,8 +67,16 @@ def wait_health(url: str, proc: subprocess.Popen | None, timeout: float = 90) ->
 
 def experiment_id(url: str, name: str) -> str:
     query = urllib.parse.urlencode({"experiment_name": name})
-    with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10) as resp:
-        return json.load(resp)["experiment"]["experiment_id"]
+    try:
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10) as resp:
+            return json.load(resp)["experiment"]["experiment_id"]
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+        found = _post(url, "/api/2.0/mlflow/experiments/search", {"max_results": 50}).get("experiments", [])
+        raise SystemExit(f"no experiment '{name}' in the store at {url}; it has "
+                         f"{sorted(e['name'] for e in found)}. A pipeline's experiment is its --experiment, else the "
+                         f"config file's stem; pass it with --experiment (and the store with --store)") from None
 
 
 def screenshot(page: str, out: Path, dom: Path | None = None, size: str = "1400,900",

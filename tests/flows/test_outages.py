@@ -110,6 +110,10 @@ def test_optional_tracking_degrades_and_keeps_the_run_folder(prefect_api, tmp_pa
                     device="cpu", cfg_options=["+mlflow.tracking=optional"])  # the config's key
     assert summary["status"] == "Completed" and summary["mlflow_run_id"] is None
     assert summary["tracking"] == "optional: not used"
+    from flows.train_flow import format_summary
+
+    printed = format_summary(summary)  # no dead MLflow link or UI hint
+    assert "MLflow: not used (tracking optional)" in printed and "MLflow run:" not in printed
     warnings = antgo_warnings()
     assert [m for m in warnings if f"{uri} is unreachable" in m and "Tracking is optional" in m]
     assert len(warnings) == 1, warnings  # said once; no stage tries the store again
