@@ -7,13 +7,22 @@ aliases of the same objects: ``PIPELINES is TRANSFORMS``, ``HEADS is BACKBONES i
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable
 
+from antgo.config.configdict import close_matches
+
 logger = logging.getLogger(__name__)
+
+
+def close_names(word: str, candidates: Iterable[Any], cutoff: float = 0.6) -> list[str]:
+    """Up to three candidates that look like ``word``, ignoring case ('segmiou' finds 'SegMIOU')."""
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        by_lower.setdefault(str(candidate).lower(), str(candidate))
+    return [by_lower[match] for match in close_matches(str(word).lower(), by_lower, cutoff=cutoff)]
 
 
 class RegistryError(KeyError):
@@ -91,10 +100,14 @@ class Registry:
 
     def missing_message(self, type_name: str, key_path: str | None = None) -> str:
         where = f" (config key '{key_path}.type')" if key_path else ""
-        close = difflib.get_close_matches(type_name, list(self._modules), n=3, cutoff=0.6)
+        from antgo.catalog import KINDS  # the catalog imports this module
+
+        close = close_names(type_name, self._modules)
         hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+        kind = {name: kind for kind, name in KINDS.items()}.get(self.name)
+        listing = f" `python -m antgo list {kind}` lists them all." if kind else ""
         return (
-            f"{self.name} has no type '{type_name}'{where}.{hint} "
+            f"{self.name} has no type '{type_name}'{where}.{hint}{listing} "
             f"If it is your own class, import the module that registers it, or list that module in the config: "
             f"custom_imports = dict(imports=['my_pkg.my_module'])."
         )
@@ -127,7 +140,8 @@ class Registry:
             return obj_cls(**args)
         except TypeError as exc:
             where = f" at config key '{key_path}'" if key_path else ""
-            raise TypeError(f"{self.name}: building {getattr(obj_cls, '__name__', obj_cls)}{where} failed: {exc}") from exc
+            name = getattr(obj_cls, "__name__", obj_cls)
+            raise TypeError(f"{self.name}: building {name}{where} failed: {exc}") from exc
 
 
 DATASETS = Registry("DATASETS")
@@ -142,6 +156,6 @@ OPTIMIZERS = Registry("OPTIMIZERS")
 LR_SCHEDULERS = Registry("LR_SCHEDULERS")
 
 __all__ = [
-    "Registry", "RegistryError", "DATASETS", "TRANSFORMS", "PIPELINES", "MODELS", "BACKBONES", "HEADS",
+    "Registry", "RegistryError", "close_names", "DATASETS", "TRANSFORMS", "PIPELINES", "MODELS", "BACKBONES", "HEADS",
     "NECKS", "LOSSES", "SEGMENTORS", "CLASSIFIERS", "METRICS", "MEASURES", "HOOKS", "OPTIMIZERS", "LR_SCHEDULERS",
 ]

@@ -88,3 +88,16 @@ def test_user_class_may_take_over_a_builtin_name(things: Registry) -> None:
 def test_only_callables_register(things: Registry) -> None:
     with pytest.raises(TypeError, match="only classes or functions"):
         things.register_module(name="x", module=types.SimpleNamespace())
+
+
+@pytest.mark.parametrize("typo", ["SegMiou", "segmiou", "SEGMIOU"])
+def test_case_only_typo_gets_a_suggestion_and_the_list_command(typo: str) -> None:
+    from antgo.metrics import SegMIOU  # registers it
+    from antgo.registry import METRICS
+
+    assert METRICS.get("SegMIOU") is SegMIOU
+
+    with pytest.raises(RegistryError) as info:
+        METRICS.build({"type": typo, "class_num": 3}, key_path="evaluation.metric")
+    message = str(info.value)
+    assert "Did you mean: 'SegMIOU'" in message and "`python -m antgo list metrics` lists them all" in message

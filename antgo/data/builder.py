@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from antgo.console import log_once
-from antgo.registry import DATASETS
+from antgo.registry import DATASETS, close_names
 from antgo.data.collate import collate
 from antgo.data.reader import Reader
 
@@ -65,28 +65,42 @@ def _loader_params() -> set[str]:
     return set(inspect.signature(DataLoader.__init__).parameters) - {"self", "dataset"}
 
 
+def check_loader_keys(cfg: Mapping[str, Any], key_path: str = "build_dataloader") -> None:
+    """Every key of a loader config (``data.train_dataloader``) is a :func:`build_dataloader` or torch
+    ``DataLoader`` argument; a typo is a TypeError naming ``key_path.key``, the close key and the known ones."""
+    own = [name for name in inspect.signature(build_dataloader).parameters if name not in ("reader", "key_path",
+                                                                                           "kwargs")]
+    torch_args = sorted(_loader_params() - set(own))
+    unknown = [key for key in cfg if key not in own and key not in torch_args]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = close_names(key, own + torch_args, cutoff=0.75)  # 0.6 would also offer workers_per_gpu
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    others = f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+    raise TypeError(f"{key_path}.{key} is not a data loader setting{others}.{hint} Known: {', '.join(own)}; "
+                    f"torch DataLoader arguments: {', '.join(torch_args)}")
+
+
 def build_dataloader(reader: Any, samples_per_gpu: int = 1, workers_per_gpu: int = 0, drop_last: bool = False,
                      shuffle: bool = False, seed: int | None = 0, persistent_workers: bool = True,
                      pin_memory: bool = False, multiprocessing_context: str | None = None,
-                     prefetch_factor: int | None = 2, **kwargs: Any) -> DataLoader:
+                     prefetch_factor: int | None = 2, key_path: str = "build_dataloader",
+                     **kwargs: Any) -> DataLoader:
     """A ``DataLoader`` over ``reader`` with ``collate``.
 
     ``workers_per_gpu=0`` loads in the main process (``persistent_workers``/``prefetch_factor`` are
     then not passed). With workers: persistent workers, per-worker seeding from ``seed + worker_id``,
     and ``multiprocessing_context`` ('fork', 'spawn', 'forkserver' or None = the platform default).
     Shuffling uses a ``torch.Generator`` seeded with ``seed``. Other keyword arguments must be
-    ``DataLoader`` arguments (``sampler``, ``batch_sampler``, ``timeout``, ...); unknown keys raise TypeError.
+    ``DataLoader`` arguments (``sampler``, ``batch_sampler``, ``timeout``, ...); unknown keys raise TypeError
+    (:func:`check_loader_keys`). ``key_path`` (``data.train_dataloader``) names the config section in errors.
     """
-    unknown = sorted(set(kwargs) - _loader_params())
-    if unknown:
-        raise TypeError(
-            f"build_dataloader got unknown keys {unknown}; known: samples_per_gpu, workers_per_gpu, drop_last, "
-            f"shuffle, seed, persistent_workers, pin_memory, multiprocessing_context, prefetch_factor "
-            f"and torch DataLoader arguments")
+    check_loader_keys(kwargs, key_path)
     if int(samples_per_gpu) < 1:
-        raise ValueError(f"samples_per_gpu must be >= 1, got {samples_per_gpu}")
+        raise ValueError(f"{key_path}.samples_per_gpu must be >= 1, got {samples_per_gpu}")
     if int(workers_per_gpu) < 0:
-        raise ValueError(f"workers_per_gpu must be >= 0, got {workers_per_gpu}")
+        raise ValueError(f"{key_path}.workers_per_gpu must be >= 0, got {workers_per_gpu}")
     if multiprocessing_context not in (None, "fork", "spawn", "forkserver") and not hasattr(
             multiprocessing_context, "Process"):
         raise ValueError(f"multiprocessing_context must be 'fork', 'spawn', 'forkserver' or None, "
@@ -180,6 +194,8 @@ def build_split_loader(split_cfg: Mapping[str, Any], key_path: str, device: torc
     """
     from antgo.data.device_pipeline import split_for_device
 
+    loader_key = f"{key_path}_dataloader"
+    check_loader_keys(loader_args, loader_key)  # a typo fails before the data set is read
     cpu_cfg, batch_transform = split_for_device(split_cfg, device, key_path)
     reader = build_dataset(cpu_cfg, key_path)
     if check is not None:
@@ -188,4 +204,4 @@ def build_split_loader(split_cfg: Mapping[str, Any], key_path: str, device: torc
         loader_args.setdefault("pin_memory", True)
     if callable(loader_args.get("sampler")) and not isinstance(loader_args["sampler"], torch.utils.data.Sampler):
         loader_args["sampler"] = loader_args["sampler"](reader)
-    return build_dataloader(reader, **loader_args), batch_transform
+    return build_dataloader(reader, key_path=loader_key, **loader_args), batch_transform

@@ -149,8 +149,9 @@ def require_samples(reader: Any, key_path: str) -> None:
     if len(reader) > 0:
         return
     where = _source(reader)
-    raise EmptySplitError(f"{key_path} has no samples{where}. Fill the split file, point {key_path}.dir at the "
-                          f"right folder, or remove {key_path} from the config.")
+    fill = "Fill the split file, point" if where else "Point"
+    raise EmptySplitError(f"{key_path} has no samples{where}. {fill} {key_path}.dir at the right folder, or "
+                          f"remove {key_path} from the config.")
 
 
 PREFLIGHT_BAR_MIN = 2000  # samples: smaller splits are checked in well under a second, without a bar
@@ -161,15 +162,21 @@ def preflight_images(reader: Any, key_path: str, enabled: Any = True) -> list[in
     tail of each file (:func:`antgo.data.image_io.check_image_file`, no decode), so a truncated JPEG/PNG or a
     missing file fails now instead of mid-epoch.
 
-    Only data sets with ``image_files(id)`` are checked (others, e.g. user plugins, are skipped silently);
+    Only data sets with ``image_files(id)`` are checked (for others one info line says the check was skipped);
     ``enabled=False`` (``data.<split>.preflight=False``) switches it off. The first bad file raises its error
     naming the split key and the sample index; a reader with ``skip_bad_samples=True`` instead gets a warning
     with the count, and its bad samples are skipped from the start. Returns the bad indices.
     """
     if not isinstance(enabled, bool):
         raise ValueError(f"{key_path}.preflight must be True or False, got {enabled!r}")
-    files_of = getattr(getattr(reader, "dataset", reader), "image_files", None)
-    if not enabled or not callable(files_of):
+    dataset = getattr(reader, "dataset", reader)
+    files_of = getattr(dataset, "image_files", None)
+    if not enabled:
+        return []
+    if not callable(files_of):
+        logger.info("%s: pre-flight file check skipped: %s has no image_files(id) method (the files sample(id) "
+                    "reads); add it to have truncated or missing files found before the first epoch", key_path,
+                    type(dataset).__name__)
         return []
     from tqdm import tqdm
 

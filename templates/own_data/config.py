@@ -31,7 +31,8 @@ _eval_pipeline = [
     dict(type='UnSqueeze', axis=0, keys=['segments']),
 ]
 _split = lambda name, pipeline: dict(type='FolderSegmentation', train_or_test=name, dir=_data_dir,  # noqa: E731
-                                     pipeline=pipeline, inputs_def=dict(fields=['image', 'segments']))
+                                     ext_params=dict(classes=_classes), pipeline=pipeline,
+                                     inputs_def=dict(fields=['image', 'segments']))
 _loader = dict(samples_per_gpu=8, workers_per_gpu=0, drop_last=False, shuffle=False)
 data = dict(
     train=_split('train', [dict(type='ResizeS', target_dim=_size), dict(type='RandomFlipImage', swap_ids=[],

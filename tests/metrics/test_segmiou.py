@@ -147,3 +147,57 @@ def test_update_on_cuda_never_waits_for_the_device():
         metric.update({"pred_segments": pred}, {"segments": gt})
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "antgo.metrics.segmentation"]
+
+
+def test_ground_truth_outside_the_classes_warns_once_with_the_count(caplog):
+    gt = np.zeros((2, 4, 4), np.uint8)
+    gt[:, 2:] = [1], [2]
+    gt[0, 0, :3] = 7  # label 7 with 3 classes: not a class, not the ignore value
+    gt[1, 0, 0] = 255
+    pred = np.where(gt < 3, gt, 0).astype(np.int64)
+    metric = SegMIOU(class_num=3)
+    with caplog.at_level("WARNING", logger="antgo.metrics.segmentation"):
+        for i in range(2):  # two batches, one warning: compute() reads the counts once
+            metric.update({"pred_segments": pred[i:i + 1]}, {"segments": gt[i:i + 1]})
+        result = metric.compute()
+    [message] = _warnings(caplog)
+    assert "3 ground-truth pixels (9.4%) have values outside 0..2 that are not the ignore value 255" in message
+    assert "class_num (now 3)" in message
+    assert result["pixel_acc"] == 1.0 and metric.confusion_matrix.sum() == 28  # the numbers are unchanged
+    metric.reset()
+    caplog.clear()
+    metric.update({"pred_segments": pred}, {"segments": pred.astype(np.uint8)})
+    metric.compute()
+    assert not _warnings(caplog)  # reset() clears the counts
+
+
+@pytest.mark.parametrize("foreground", [0.4, 0.1])
+def test_binary_0_255_masks_warn_that_255_hides_a_class(caplog, foreground):
+    gt = np.zeros((1, 10, 10), np.uint8)
+    gt[0, :int(10 * foreground)] = 255  # 'fg' saved as 255: every foreground pixel is ignored
+    metric = SegMIOU(class_num=2, class_names=["background", "fg"])
+    with caplog.at_level("WARNING", logger="antgo.metrics.segmentation"):
+        result = metric([{"pred_segments": np.zeros((10, 10), np.int64)}], [{"segments": gt[0]}])
+    assert result["miou"] == 1.0 and math.isnan(result["iou_fg"])  # what the user saw: the numbers stay
+    [message] = _warnings(caplog)
+    assert f"classes ['fg'] have no ground-truth pixels while the ignore value 255 covers {foreground:.0%}" in message
+    assert "255 -> 1" in message
+
+
+def test_ordinary_void_borders_do_not_warn(caplog):
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 4, size=(2, 16, 16)).astype(np.uint8)
+    gt[:, 0] = 255  # a void band of 1/16 of the pixels, every class present
+    small = gt.copy()
+    small[small == 3] = 0  # a class absent from a small validation set, little void: no warning either
+    metric = SegMIOU(class_num=4)
+    with caplog.at_level("WARNING", logger="antgo.metrics.segmentation"):
+        for masks in (gt, small):
+            metric.reset()
+            metric.update({"pred_segments": masks.astype(np.int64)}, {"segments": masks})
+            metric.compute()
+    assert not _warnings(caplog)

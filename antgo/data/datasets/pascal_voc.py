@@ -5,13 +5,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-from PIL import Image
-
 from antgo.console import log_once
 from antgo.data.dataset import Dataset
-from antgo.data.image_io import CorruptImageError, read_rgb
+from antgo.data.image_io import read_mask, read_rgb  # also importable from here, as before
 from antgo.data.reader import register
 
 logger = logging.getLogger(__name__)
@@ -22,7 +18,6 @@ VOC_CLASS_NAMES = (
 )
 SUPPORTED_TASKS = ("SEGMENTATION",)  # and DETECTION, dispatched to pascal_voc_det in __new__
 SPLITS = ("train", "val", "trainval", "test")
-VOID = 255
 
 LAYOUT = """\
   DIR/                               (dir in the config)
@@ -57,29 +52,6 @@ def find_voc_root(dir: str | Path) -> Path:
 def read_ids(path: Path) -> list[str]:
     """Ids of a split file, one per line (blank lines and surrounding spaces ignored)."""
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_mask(path: Path, shape: tuple[int, int] | None = None, num_classes: int | None = None) -> np.ndarray:
-    """A class-index ``uint8`` mask from a palette ('P') or grey ('L') PNG; 255 (void) is kept."""
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise ValueError(f"mask {path} has PIL mode {im.mode!r}; expected a palette ('P') or grey ('L') "
-                                 f"PNG whose pixel values are class indices (255 = void), not colours")
-            mask = np.array(im, dtype=np.uint8)
-    except (OSError, SyntaxError) as exc:  # PIL: truncated data, broken chunks, not an image
-        raise CorruptImageError(f"cannot decode mask {path} (truncated or corrupt: {exc})") from exc
-    if shape is not None and mask.shape != tuple(shape):
-        raise ValueError(f"mask {path} has shape {mask.shape} but its image is {tuple(shape)}; "
-                         f"expected the same height and width")
-    if num_classes is not None:
-        # cheap test first: this runs for every sample
-        if num_classes < VOID and cv2.countNonZero(cv2.inRange(mask, num_classes, VOID - 1)):
-            bad = np.unique(mask[(mask >= num_classes) & (mask != VOID)])
-            raise ValueError(f"mask {path} has values {bad.tolist()[:10]} outside 0..{num_classes - 1} and {VOID} (void)")
-    return mask
 
 
 @register

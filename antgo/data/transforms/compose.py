@@ -15,15 +15,31 @@ def transform_name(t: Any) -> str:
     return getattr(t, "__name__", None) or type(t).__name__
 
 
-def reraise_with_context(exc: BaseException, context: str) -> None:
-    """Raise ``exc`` again with ``context`` prepended to its message.
+class SampleKeyError(KeyError):
+    """A ``KeyError`` with context, shown as written (``KeyError`` shows the repr of its message, so every
+    re-raise would add a level of quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _message(exc: BaseException) -> str:
+    if type(exc).__str__ is KeyError.__str__ and len(exc.args) == 1:
+        arg = exc.args[0]  # a sentence as written; a bare key as KeyError shows it
+        return arg if isinstance(arg, str) and " " in arg else f"KeyError {arg!r}"
+    return str(exc)
+
+
+def reraise_with_context(exc: BaseException, context: str, hint: str = "") -> None:
+    """Raise ``exc`` again with ``context`` prepended to its message (and ``hint`` appended).
 
     The exception type is kept when it can be rebuilt from one message (so callers can still catch
-    ``ValueError``, ``FileNotFoundError``, ...); otherwise the context is attached as a note.
+    ``ValueError``, ``FileNotFoundError``, ...); otherwise the context is attached as a note. A plain
+    ``KeyError`` becomes a :class:`SampleKeyError` (still a ``KeyError``) so the message reads without quotes.
     """
-    message = f"{context}: {exc}"
+    message = f"{context}: {_message(exc)}{hint}"
     try:
-        new = type(exc)(message)
+        new = (SampleKeyError if type(exc) is KeyError else type(exc))(message)
     except Exception:  # custom __init__ signatures: keep the original object
         exc.add_note(context)
         raise exc
@@ -46,18 +62,22 @@ class Compose:
             elif callable(t):
                 self.transforms.append(t)
             else:
-                raise TypeError(f"{key_path}[{i}] must be a transform config dict or a callable, got {type(t).__name__}")
+                raise TypeError(f"{key_path}[{i}] must be a transform config dict or a callable, "
+                                f"got {type(t).__name__}")
 
     @property
     def names(self) -> list[str]:
         return [transform_name(t) for t in self.transforms]
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        given = None if "image" in results else sorted(results)  # what sample() returned, for the hint
         for i, t in enumerate(self.transforms):
             try:
                 out = t(results)
             except Exception as exc:
-                reraise_with_context(exc, f"transform #{i} {transform_name(t)} failed")
+                hint = (f"; the data set's sample() returned no 'image' (its keys: {given}): return the decoded "
+                        f"image under 'image'" if given is not None and isinstance(exc, KeyError) else "")
+                reraise_with_context(exc, f"transform #{i} {transform_name(t)} failed", hint)
             if out is None:
                 raise TypeError(f"transform #{i} {transform_name(t)} returned None; a transform must return the dict")
             results = out
