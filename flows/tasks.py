@@ -328,13 +328,18 @@ def evaluate(config_path: str, run_dir: str, checkpoint: str, tracking: dict[str
 
 def _overlays(config_path: str, checkpoint: str, tester: Any, num_vis: int, vis_dir: Path,
               device: str | None) -> list[str]:
-    """The first ``num_vis`` test samples through the same predictor as ``antgo predict``."""
+    """The first ``num_vis`` test samples through the same predictor as ``antgo predict`` (mask overlays; none for
+    other tasks). Overlays are extras: a model they cannot handle is logged, and the stage goes on without them."""
     if num_vis <= 0 or getattr(tester, "reader", None) is None:
         return []
     from antgo.predict.runner import CheckpointModel, overlay_samples
 
-    model = CheckpointModel(config_path, checkpoint, device=device)
-    return overlay_samples(model, tester.reader.dataset, num_vis, vis_dir)
+    try:
+        model = CheckpointModel(config_path, checkpoint, device=device)
+        return overlay_samples(model, tester.reader.dataset, num_vis, vis_dir)
+    except Exception:
+        logger.exception("prediction overlays of %s failed; the evaluate stage goes on without them", checkpoint)
+        return []
 
 
 @task(name="export", cache_policy=NO_CACHE)

@@ -11,8 +11,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from antgo.engine.runlock import ensure_held
 from antgo.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["Exporter", "ExportError", "load_config", "build_export_model", "export_spec", "switch_to_deploy",
            "sha256_of"]
@@ -48,10 +49,7 @@ def export_spec(cfg: Any) -> dict[str, Any]:
     if unknown:
         raise ExportError(f"export.{unknown[0]} is not a known export key; known: {', '.join(sorted(_EXPORT_KEYS))}")
     shapes = spec.get("input_shape_list")
-    if (not isinstance(shapes, Sequence) or not shapes
-            or not all(isinstance(s, Sequence) and s and all(isinstance(d, int) and d > 0 for d in s) for s in shapes)):
-        raise ExportError(f"export.input_shape_list must be a list of shapes (lists of positive ints), one per "
-                          f"input, e.g. [[1, 3, 256, 256]]; got {shapes!r}")
+    _check_shapes(shapes)
     names = spec.get("input_name_list") or (["image"] if len(shapes) == 1 else None)
     if names is None or len(names) != len(shapes):
         raise ExportError(f"export.input_name_list {names!r} must name each of the {len(shapes)} input(s) in "
@@ -65,6 +63,55 @@ def export_spec(cfg: Any) -> dict[str, Any]:
             "output_name_list": list(outputs) if outputs is not None else None,
             "opset_version": spec.get("opset_version"), "dynamo": bool(spec.get("dynamo", False)),
             "name": spec.get("name"), "metadata": dict(spec.get("metadata") or {})}
+
+
+def _is_image_shape(shape: Any) -> bool:
+    return (isinstance(shape, Sequence) and not isinstance(shape, str) and len(shape) == 4
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape))
+
+
+def _check_shapes(shapes: Any) -> None:
+    """Each example input is an image batch: 4 positive ints (the metadata and predict read it so)."""
+    if not isinstance(shapes, Sequence) or isinstance(shapes, str) or not shapes:
+        raise ExportError(f"export.input_shape_list must be a list of shapes, one per input, e.g. "
+                          f"[[1, 3, 256, 256]]; got {shapes!r}")
+    for index, shape in enumerate(shapes):
+        if not _is_image_shape(shape):
+            raise ExportError(f"export.input_shape_list[{index}] is {shape!r}: each shape must be 4 positive ints "
+                              f"[batch, channels, height, width] matching the training input, e.g. [1, 3, 256, 256]")
+
+
+def _input_channels(model: nn.Module) -> int | None:
+    """The input channels of the model's first convolution (what an example input must have), if it has one."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else None
+
+
+def _refuse_unsafe_output(path: str, checkpoint: str | None) -> None:
+    """The ONNX file must not replace the checkpoint it is exported from, nor be named like something else."""
+    if checkpoint and os.path.exists(path) and os.path.exists(checkpoint) and os.path.samefile(path, checkpoint):
+        raise ExportError(f"the ONNX output path {path} is the checkpoint being exported ({checkpoint}): exporting "
+                          f"would overwrite it; pass another output path ending in .onnx (--onnx / path=), e.g. "
+                          f"{os.path.join(os.path.dirname(path), 'model.onnx')}")
+    if not path.lower().endswith(".onnx"):
+        raise ExportError(f"the ONNX output path {path} does not end in .onnx; pass a path ending in .onnx "
+                          f"(--onnx / path=), e.g. {os.path.splitext(path)[0]}.onnx")
+
+
+def _replace_when_written(path: str, write: Callable[[str], T]) -> T:
+    """``write(tmp)`` into a temporary file beside ``path``, then ``os.replace`` it over ``path``: a failed export
+    or check leaves an earlier file as it was, and no temporary file behind. The exporters write one
+    self-contained file here (dynamo with ``external_data=False``); a ``.data`` side file is removed too."""
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{base}.tmp{os.getpid()}.onnx")  # .onnx: onnx.save picks the format by suffix
+    try:
+        result = write(tmp)
+        os.replace(tmp, path)
+        return result
+    finally:
+        for leftover in (tmp, f"{tmp}.data"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
 
 def switch_to_deploy(module: nn.Module) -> int:
@@ -143,16 +190,16 @@ class Exporter:
         dynamo = spec["dynamo"] if dynamo is None else bool(dynamo)
         # each exporter's native opset unless asked: 17 (TorchScript), 18 (dynamo; lower ones need a conversion)
         opset = int(opset_version or spec["opset_version"] or (DYNAMO_OPSET if dynamo else DEFAULT_OPSET))
-        model = build_export_model(self.cfg, checkpoint, self.device)
         path = os.fspath(path) if path else os.path.join(self.work_dir, f"{self._default_name(spec)}.onnx")
+        _refuse_unsafe_output(path, checkpoint)
+        model = build_export_model(self.cfg, checkpoint, self.device)
         ensure_held(path, f"exporting {path}")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
         gen = torch.Generator().manual_seed(0)
         inputs = tuple(torch.randn(shape, generator=gen).to(self.device) for shape in spec["input_shape_list"])
         wrapper = _OnnxExportWrapper(model).eval()
-        with torch.no_grad():
-            reference = _as_tuple(wrapper(*inputs))
+        reference = self._reference_run(wrapper, inputs, spec["input_shape_list"])
         output_names = spec["output_name_list"] or (
             ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))])
         if len(output_names) != len(reference):
@@ -160,11 +207,15 @@ class Exporter:
                               f"{len(reference)} tensor(s); list one name per returned tensor")
         input_names = spec["input_name_list"]
         dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
-        start = time.perf_counter()
-        self._run_export(wrapper, inputs, path, input_names, output_names, dynamic_axes, opset, dynamo)
-        seconds = time.perf_counter() - start
-        self._check(path, input_names, output_names)
-        metadata = self._write_metadata(path, spec, output_names, reference)
+
+        def write(tmp: str) -> tuple[dict[str, Any], float]:  # checked and described before it replaces a file
+            start = time.perf_counter()
+            self._run_export(wrapper, inputs, tmp, input_names, output_names, dynamic_axes, opset, dynamo, path)
+            seconds = time.perf_counter() - start
+            self._check(tmp, input_names, output_names, path)
+            return self._write_metadata(tmp, spec, output_names, reference), seconds
+
+        metadata, seconds = _replace_when_written(path, write)
         folder = os.path.dirname(os.path.abspath(path))  # export.json's paths are relative to it when inside
         info = {
             "onnx": run_relative(path, folder), "exporter": "dynamo" if dynamo else "torchscript", "opset_version": opset,
@@ -182,6 +233,20 @@ class Exporter:
                     seconds, [i["shape"] for i in info["inputs"]], [o["shape"] for o in info["outputs"]])
         return path
 
+    @staticmethod
+    def _reference_run(wrapper: _OnnxExportWrapper, inputs: tuple[torch.Tensor, ...],
+                       shapes: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        """``onnx_export`` on the example inputs; a shape the model cannot take is named as config key."""
+        try:
+            with torch.no_grad():
+                return _as_tuple(wrapper(*inputs))
+        except Exception as exc:
+            channels = _input_channels(wrapper.model)
+            needs = f" (its first convolution takes {channels} channels)" if channels else ""
+            raise ExportError(f"the model's onnx_export failed on example inputs of export.input_shape_list "
+                              f"{shapes}: {type(exc).__name__}: {exc}. Each shape must be [batch, channels, height, "
+                              f"width] matching the training input{needs}") from exc
+
     def _write_metadata(self, path: str, spec: Mapping[str, Any], output_names: list[str],
                         reference: tuple[torch.Tensor, ...]) -> dict[str, Any]:
         """Make the file self-describing (task, preprocessing, classes, outputs) for ``antgo predict --onnx``."""
@@ -195,7 +260,8 @@ class Exporter:
     @staticmethod
     def _run_export(wrapper: nn.Module, inputs: tuple[torch.Tensor, ...], path: str, input_names: list[str],
                     output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int,
-                    dynamo: bool) -> None:
+                    dynamo: bool, target: str) -> None:
+        """Export into ``path``; errors name ``target``, the file it becomes."""
         kwargs: dict[str, Any] = dict(input_names=input_names, output_names=output_names, opset_version=opset,
                                       dynamic_axes=dynamic_axes, dynamo=dynamo)
         if dynamo:
@@ -217,10 +283,11 @@ class Exporter:
                 torch.onnx.export(wrapper, inputs, path, **kwargs)
             except Exception as exc:
                 raise ExportError(f"torch.onnx.export ({'dynamo' if dynamo else 'torchscript'}, opset {opset}) "
-                                  f"failed for {path}: {exc}") from exc
+                                  f"failed for {target}: {exc}") from exc
 
     @staticmethod
-    def _check(path: str, input_names: list[str], output_names: list[str]) -> None:
+    def _check(path: str, input_names: list[str], output_names: list[str], target: str) -> None:
+        """``onnx.checker``, a dynamic batch axis and the output names of ``path``; errors name ``target``."""
         import onnx
 
         proto = onnx.load(path)
@@ -229,8 +296,8 @@ class Exporter:
         for value in [*graph_inputs, *proto.graph.output]:
             dims = value.type.tensor_type.shape.dim
             if dims and not dims[0].dim_param:
-                raise ExportError(f"{path}: '{value.name}' has a fixed batch dimension ({dims[0].dim_value}); "
+                raise ExportError(f"{target}: '{value.name}' has a fixed batch dimension ({dims[0].dim_value}); "
                                   f"the exporter could not make it dynamic")
         got = [o.name for o in proto.graph.output]
         if got != output_names:
-            raise ExportError(f"{path}: outputs are {got}, expected {output_names}")
+            raise ExportError(f"{target}: outputs are {got}, expected {output_names}")

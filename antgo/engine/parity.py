@@ -3,7 +3,9 @@
 Raw outputs are compared element-wise (and by channel argmax for models without a post-process); the decoded
 predictions of torch and onnxruntime (the model's ``onnx_postprocess``, one per task form) are compared by the
 comparators of ``antgo.engine.prediction_parity`` chosen by the metrics' ``keys()['pred']``; the metric is
-computed from both.
+computed from both (streaming metrics per batch, the design document's ``keys()`` + ``__call__`` ones once). A
+model without ``onnx_postprocess`` whose outputs are not score maps or class scores (boxes, keypoints of its own
+form) gets the raw comparison only; ``parity.json`` says why (``metrics.skipped``).
 
 ``verify_parity(cfg, onnx_path, checkpoint)`` runs ``model.onnx_export(image)`` and onnxruntime on the same
 batches of ``data.test`` (fallback ``data.val``), writes ``parity.json`` and raises ``ParityError`` when a
@@ -23,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from antgo.engine.evaluation import to_numpy
+from antgo.engine.evaluation import _batch_size, _split, is_streaming, to_numpy
 from antgo.engine.exporter import build_export_model, load_config
 from antgo.engine.loading import resolve_in_run
 from antgo.engine.prediction_parity import PREDICTION_THRESHOLDS, compare_predictions, prediction_failures
 from antgo.engine.runlock import ensure_held
 from antgo.fileio import atomic_write_text
+from antgo.predict.metadata import task_of_pred_key
 
 logger = logging.getLogger(__name__)
 
@@ -93,39 +96,64 @@ def _batches(reader: Any, num_samples: int, batch_size: int) -> list[dict[str, A
     return [collate(g) for g in groups]
 
 
-def _default_predictions(outputs: list[np.ndarray], image: torch.Tensor, pred_key: str | None) -> dict[str, Any]:
+def _default_predictions(outputs: list[np.ndarray], image: torch.Tensor, pred_keys: list[str]
+                         ) -> dict[str, Any] | None:
+    """Predictions of a model without ``onnx_postprocess``, from the first output's shape: a 4-D score map
+    (upsampled to the image, arg-maxed: segmentation) or 2-D (B, C) scores (classification), under the metrics'
+    one prediction key. ``None`` when the outputs have neither form or the metrics read other predictions (boxes,
+    keypoints): those need the model's own decoding."""
     out = torch.from_numpy(np.ascontiguousarray(outputs[0])).float()
-    if out.ndim == 4:
-        if tuple(out.shape[2:]) != tuple(image.shape[2:]):
-            out = F.interpolate(out, size=image.shape[2:], mode="bilinear", align_corners=False)
-        return {pred_key or "pred_segments": out.argmax(1).numpy()}
-    if out.ndim == 2:
-        return {pred_key or "pred": out.numpy()}
-    raise ValueError(f"parity: cannot turn an output of shape {tuple(out.shape)} into predictions; define "
-                     f"onnx_postprocess(outputs, image) on the model")
+    form = {4: "segmentation", 2: "classification"}.get(out.ndim)
+    if form is None or len(pred_keys) > 1:
+        return None
+    key = pred_keys[0] if pred_keys else {"segmentation": "pred_segments", "classification": "pred"}[form]
+    if task_of_pred_key(key) not in (None, form):  # e.g. keypoint heat maps for 'pred_joints2d'
+        return None
+    if form == "classification":
+        return {key: out.numpy()}
+    if tuple(out.shape[2:]) != tuple(image.shape[2:]):
+        out = F.interpolate(out, size=image.shape[2:], mode="bilinear", align_corners=False)
+    return {key: out.argmax(1).numpy()}
 
 
 def _predictions(model: Any, outputs: list[np.ndarray], image: torch.Tensor, pred_keys: list[str]
-                 ) -> dict[str, Any]:
-    """The model's post-process when it has one (``onnx_postprocess``), else a default by output shape."""
+                 ) -> dict[str, Any] | None:
+    """The model's post-process when it has one (``onnx_postprocess``), else a default by output shape (``None``
+    when there is none)."""
     post = getattr(model, "onnx_postprocess", None)
-    if callable(post):
-        preds = post([torch.from_numpy(np.ascontiguousarray(o)) for o in outputs], image)
-        return {k: to_numpy(v) for k, v in preds.items()}
-    return _default_predictions(outputs, image, pred_keys[0] if len(pred_keys) == 1 else None)
+    if not callable(post):
+        return _default_predictions(outputs, image, pred_keys)
+    preds = post([torch.from_numpy(np.ascontiguousarray(o)) for o in outputs], image)
+    missing = [k for k in pred_keys if k not in preds]
+    if missing:
+        raise KeyError(f"parity: {type(model).__name__}.onnx_postprocess returned {sorted(map(str, preds))}, but the "
+                       f"metrics read {missing} (their keys()['pred']); return {missing} from onnx_postprocess, in "
+                       f"the form forward_test returns them")
+    return {k: to_numpy(v) for k, v in preds.items()}
+
+
+def _skip_reason(model: Any, outputs: list[np.ndarray], pred_keys: list[str]) -> str:
+    shapes = ", ".join(str(tuple(np.shape(o))) for o in outputs)
+    return (f"{type(model).__name__} has no onnx_postprocess and its outputs ({shapes}) are not (B, C, h, w) or "
+            f"(B, C) scores for the metrics' predictions {pred_keys}: only the raw outputs were compared; define "
+            f"onnx_postprocess(outputs, image) to compare decoded predictions and the metric")
 
 
 class _Stats:
     """Running per-output difference statistics."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, onnx_path: str) -> None:
+        self.name, self.onnx_path = name, onnx_path
         self.max_abs = self.max_rel = self.abs_sum = 0.0
         self.count = self.agree = self.positions = 0
         self.shape: list[int] = []
 
     def update(self, ref: np.ndarray, got: np.ndarray, argmax: bool = True) -> None:
         if ref.shape != got.shape:
-            raise ValueError(f"onnxruntime output shape {got.shape} differs from torch {ref.shape}")
+            raise ValueError(f"parity: output '{self.name}' of {self.onnx_path} has shape {got.shape} in onnxruntime "
+                             f"but {ref.shape} from the model's onnx_export: the ONNX file was most likely exported "
+                             f"from another config or checkpoint; export it again from this config and checkpoint "
+                             f"(antgo export CONFIG --checkpoint CKPT) or verify it with the ones it came from")
         ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
         diff = np.abs(ref64 - got64)
         self.shape = list(ref.shape[1:])
@@ -157,13 +185,47 @@ def _feed(session: Any, batch: Mapping[str, Any]) -> tuple[list[str], list[torch
     return names, tensors
 
 
-def _metric_values(metrics: list[Any]) -> dict[str, float]:
-    values: dict[str, float] = {}
+class _MetricSide:
+    """One copy of the metrics (the torch or the onnxruntime side), fed as the evaluation loop feeds them:
+    streaming metrics one ``update`` per batch, the design document's (``keys()`` + ``__call__`` only) the
+    per-sample lists once, at the end."""
+
+    def __init__(self, metrics: list[Any]) -> None:
+        self.metrics = metrics
+        self.preds: list[dict[str, Any]] = []
+        self.gts: list[dict[str, Any]] = []
+        for metric in metrics:
+            if is_streaming(metric):
+                metric.reset()
+
+    def add(self, preds: dict[str, Any], gts: dict[str, Any]) -> None:
+        for metric in self.metrics:
+            if is_streaming(metric):
+                metric.update(preds, gts)
+        if not all(is_streaming(m) for m in self.metrics):
+            n = _batch_size(preds)
+            self.preds.extend(_split(preds, n))
+            self.gts.extend(_split(gts, n))
+
+    def values(self) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for metric in self.metrics:
+            result = metric.compute() if is_streaming(metric) else metric(self.preds, self.gts)
+            for key, value in result.items():
+                if isinstance(value, (int, float, np.number)):
+                    values[f"{type(metric).__name__}.{key}"] = float(value)
+        return values
+
+
+def _ground_truth(batch: Mapping[str, Any], metrics: list[Any]) -> dict[str, Any]:
+    gts = {}
     for metric in metrics:
-        for key, value in metric.compute().items():
-            if isinstance(value, (int, float, np.number)):
-                values[f"{type(metric).__name__}.{key}"] = float(value)
-    return values
+        for key in metric.keys().get("gt", []):
+            if key not in batch:
+                raise ValueError(f"parity: {type(metric).__name__} needs ground truth '{key}' but the test samples "
+                                 f"hold {sorted(batch)}; add it to data.test.inputs_def.fields")
+            gts[key] = to_numpy(batch[key])  # per-sample lists (boxes, keypoints) stay lists
+    return gts
 
 
 def _metric_diff(a: float, b: float) -> float:
@@ -172,46 +234,51 @@ def _metric_diff(a: float, b: float) -> float:
     return abs(a - b) if not (math.isnan(a) or math.isnan(b)) else math.inf
 
 
-def _run(model: Any, session: Any, batches: list[dict[str, Any]], cfg: Any, device: torch.device
+def _torch_outputs(model: Any, tensors: list[torch.Tensor], device: torch.device) -> list[np.ndarray]:
+    with torch.no_grad():
+        ref = model.onnx_export(*[t.to(device) for t in tensors])
+    ref_list = [ref] if isinstance(ref, torch.Tensor) else list(ref.values() if isinstance(ref, Mapping) else ref)
+    return [r.detach().float().cpu().numpy() for r in ref_list]
+
+
+def _run(model: Any, session: Any, batches: list[dict[str, Any]], cfg: Any, device: torch.device, onnx_path: str
          ) -> tuple[dict[str, _Stats], dict[str, Any], dict[str, Any]]:
     from antgo.metrics import build_metrics
 
     metric_cfg = (cfg.get("evaluation") or {}).get("metric")
     torch_metrics, ort_metrics = build_metrics(metric_cfg), build_metrics(metric_cfg)
-    for metric in (*torch_metrics, *ort_metrics):
-        metric.reset()
+    torch_side, ort_side = _MetricSide(torch_metrics), _MetricSide(ort_metrics)
     pred_keys = list(dict.fromkeys(k for m in torch_metrics for k in m.keys().get("pred", [])))
     # with a post-process the decoded predictions are compared instead of the raw maps' argmax
-    raw_argmax = not callable(getattr(model, "onnx_postprocess", None))
+    has_post = callable(getattr(model, "onnx_postprocess", None))
     out_names = [o.name for o in session.get_outputs()]
-    stats = {name: _Stats() for name in out_names}
+    stats = {name: _Stats(name, onnx_path) for name in out_names}
     pred_stats: dict[str, Any] = {}
+    skipped: str | None = None
     for batch in batches:
         names, tensors = _feed(session, batch)
-        with torch.no_grad():
-            ref = model.onnx_export(*[t.to(device) for t in tensors])
-        ref_list = [ref] if isinstance(ref, torch.Tensor) else list(ref.values() if isinstance(ref, Mapping) else ref)
-        ref_np = [r.detach().float().cpu().numpy() for r in ref_list]
-        got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors)})
+        ref_np = _torch_outputs(model, tensors, device)
+        got = [np.asarray(g) for g in session.run(None, {n: t.numpy() for n, t in zip(names, tensors)})]
         if len(got) != len(ref_np):
-            raise ValueError(f"parity: the ONNX model has {len(got)} outputs, onnx_export returns {len(ref_np)}")
-        for name, r, g in zip(out_names, ref_np, got):
-            stats[name].update(r, np.asarray(g), argmax=raw_argmax)
+            raise ValueError(f"parity: {onnx_path} has {len(got)} outputs, onnx_export returns {len(ref_np)}: the "
+                             f"file was most likely exported from another config; export it again")
         torch_preds = _predictions(model, ref_np, tensors[0], pred_keys)
+        for name, r, g in zip(out_names, ref_np, got):
+            stats[name].update(r, g, argmax=not has_post and torch_preds is not None)
+        if torch_preds is None:  # outputs of the model's own form: the raw comparison is all there is
+            skipped = _skip_reason(model, ref_np, pred_keys)
+            continue
         ort_preds = _predictions(model, got, tensors[0], pred_keys)
         compare_predictions(torch_preds, ort_preds, [*pred_keys, *torch_preds], pred_stats)
-        for tm, om in zip(torch_metrics, ort_metrics):
-            gts = {}
-            for key in tm.keys().get("gt", []):
-                if key not in batch:
-                    raise ValueError(f"parity: {type(tm).__name__} needs ground truth '{key}' but the test samples "
-                                     f"hold {sorted(batch)}; add it to data.test.inputs_def.fields")
-                gts[key] = to_numpy(batch[key])  # per-sample lists (boxes, keypoints) stay lists
-            tm.update(torch_preds, gts)
-            om.update(ort_preds, gts)
+        gts = _ground_truth(batch, torch_metrics)
+        torch_side.add(torch_preds, gts)
+        ort_side.add(ort_preds, gts)
     metrics: dict[str, Any] = {"torch": {}, "onnxruntime": {}, "max_diff": None}
-    if torch_metrics:
-        t_vals, o_vals = _metric_values(torch_metrics), _metric_values(ort_metrics)
+    if skipped:
+        logger.warning("parity: decoded predictions and the metric not compared: %s", skipped)
+        metrics["skipped"] = skipped
+    elif torch_metrics:
+        t_vals, o_vals = torch_side.values(), ort_side.values()
         metrics.update(torch=t_vals, onnxruntime=o_vals,
                        max_diff=max((_metric_diff(t_vals[k], o_vals[k]) for k in t_vals), default=0.0))
     return stats, metrics, {k: v.as_dict() for k, v in pred_stats.items()}
@@ -284,7 +351,7 @@ def verify_parity(cfg: Any, onnx_path: str, checkpoint: str | None = None, work_
     n = int(num_samples or options.get("num_samples", 16))
     batches = _batches(reader, n, int(options.get("batch_size", 4)))
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    stats, metrics, predictions = _run(model, session, batches, cfg, dev)
+    stats, metrics, predictions = _run(model, session, batches, cfg, dev, os.path.abspath(onnx_path))
     outputs = {name: s.as_dict() for name, s in stats.items()}
     from antgo.predict.metadata import metadata_problems
 

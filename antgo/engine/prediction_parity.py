@@ -3,10 +3,11 @@
 ``compare_predictions(a, b, keys)`` runs every comparator whose prediction key appears in ``keys`` (the metrics'
 ``keys()['pred']`` plus what the model's post-process returns) and both prediction dicts:
 
-- ``box`` (+ ``score``, ``label``): detections are paired greedily by IoU within the same label; reports the
-  fraction of detections (of the larger set) that found a partner with IoU >= 0.5, the mean IoU of the pairs,
-  the largest score difference and the label agreement of the best-IoU pairs ignoring the label (IoU on boxes
-  grown by half a pixel, so that identical zero-width boxes compare as equal);
+- ``box`` and ``label`` (scores from ``score`` or the 5th column of (N, 5) boxes): detections are paired greedily
+  by IoU within the same label; reports the fraction of detections (of the larger set) that found a partner with
+  IoU >= 0.5, the mean IoU of the pairs, the largest score difference and the label agreement of the best-IoU
+  pairs ignoring the label (IoU on boxes grown by half a pixel, so that identical zero-width boxes compare as
+  equal);
 - ``pred_joints2d``: keypoint distance in pixels (max and mean over all keypoints);
 - ``pred``: top-1 class agreement;
 - ``pred_segments``: pixel agreement.
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from antgo.metrics._coco import per_sample
-from antgo.metrics.detection import box_iou
+from antgo.metrics.detection import box_iou, split_box_scores
 
 __all__ = ["compare_predictions", "prediction_failures", "PredictionStats", "COMPARATORS", "PREDICTION_THRESHOLDS"]
 
@@ -59,11 +60,16 @@ class PredictionStats:
         return out
 
 
+def _scores_of(preds: Mapping[str, Any]) -> list[Any]:
+    return per_sample(preds["score"]) if "score" in preds else [None] * len(per_sample(preds["box"]))
+
+
 def _boxes(a: Mapping[str, Any], b: Mapping[str, Any], stats: PredictionStats) -> None:
     for boxes_a, boxes_b, scores_a, scores_b, labels_a, labels_b in zip(
-            per_sample(a["box"]), per_sample(b["box"]), per_sample(a["score"]), per_sample(b["score"]),
+            per_sample(a["box"]), per_sample(b["box"]), _scores_of(a), _scores_of(b),
             per_sample(a["label"]), per_sample(b["label"])):
-        boxes_a, boxes_b = boxes_a.reshape(-1, 4), boxes_b.reshape(-1, 4)
+        boxes_a, scores_a = split_box_scores(boxes_a, scores_a, "parity")
+        boxes_b, scores_b = split_box_scores(boxes_b, scores_b, "parity")
         n = max(len(boxes_a), len(boxes_b))
         stats.add("detections_per_image", n, 1)  # shows whether there was anything to compare
         if n == 0:
@@ -76,7 +82,7 @@ def _boxes(a: Mapping[str, Any], b: Mapping[str, Any], stats: PredictionStats) -
         stats.add("box_match", len(pairs), n)
         stats.add("mean_box_iou", sum(iou[i, j] for i, j in pairs), len(pairs))
         for i, j in pairs:
-            stats.peak("max_score_diff", abs(float(scores_a.reshape(-1)[i]) - float(scores_b.reshape(-1)[j])))
+            stats.peak("max_score_diff", abs(float(scores_a[i]) - float(scores_b[j])))
         # label-agnostic pairs; among equal boxes (CenterNet gives one per class at a centre) prefer the same label
         any_label = _greedy_pairs(iou + 1e-3 * same, 0.5)
         stats.add("label_agreement", sum(bool(same[i, j]) for i, j in any_label), len(any_label))
@@ -126,7 +132,7 @@ def _segments(a: Mapping[str, Any], b: Mapping[str, Any], stats: PredictionStats
 COMPARATORS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any], PredictionStats], None]] = {
     "box": _boxes, "pred_joints2d": _keypoints, "pred": _classes, "pred_segments": _segments,
 }
-_NEEDS = {"box": ("box", "score", "label")}
+_NEEDS = {"box": ("box", "label")}  # scores: ``score`` or the 5th box column
 
 
 def compare_predictions(a: Mapping[str, Any], b: Mapping[str, Any], keys: Iterable[str],

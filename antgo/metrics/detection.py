@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from antgo.metrics._coco import coco_ground_truth, per_class_ap, run_cocoeval, sample_field, xyxy_to_xywh
+from antgo.metrics._coco import coco_ground_truth, per_class_ap, per_sample, run_cocoeval, sample_field, xyxy_to_xywh
 from antgo.metrics.base import BaseMetric
 from antgo.registry import METRICS
 
@@ -26,6 +26,29 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def split_box_scores(boxes: Any, scores: Any = None, owner: str = "detections", required: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One sample's detections as (N, 4) xyxy boxes and (N,) scores, in either task form: ``scores`` (the
+    ``score`` prediction) when given, else the 5th column of (N, 5) boxes (the design document's
+    ``{'box', 'label'}`` form). Without either, an error, or ``None`` scores when not ``required``."""
+    array = np.asarray(boxes)
+    width = array.shape[-1] if array.ndim >= 2 else 4  # 1-D: one flattened box, or none
+    if width not in (4, 5):
+        raise ValueError(f"{owner}: 'box' has shape {array.shape}; expected (N, 4) xyxy boxes or (N, 5) with the "
+                         f"score as 5th column")
+    array = array.reshape(-1, width)
+    if scores is not None:
+        return array[:, :4], np.asarray(scores).reshape(-1)
+    if width == 5:
+        return array[:, :4], array[:, 4]
+    if not required:
+        return array, None
+    if np.ndim(boxes) < 2 and len(array) == 0:  # an empty 1-D array: no detection, of either form
+        return array, np.zeros(0, array.dtype)
+    raise ValueError(f"{owner}: the detections have no scores: return 'score' (N,) beside 'box' (N, 4), or 'box' "
+                     f"(N, 5) whose 5th column is the score, from forward_test (and onnx_postprocess)")
+
+
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     """Area under the interpolated PR curve at every recall point (VOC 2010 and later)."""
     r = np.concatenate([[0.0], recall, [1.0]])
@@ -39,7 +62,10 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 class DetMAP(BaseMetric):
     """Box average precision.
 
-    Predictions (``forward_test``): ``box`` (per sample (N, 4) xyxy pixels), ``score`` (N,), ``label`` (N,).
+    Predictions (``forward_test``), either task form: the design document's ``box`` (per sample (N, 5): xyxy
+    pixels and the score) and ``label`` (N,), or ``box`` (N, 4) with ``score`` (N,) beside it (``CenterNet``);
+    ``pred_keys`` names (boxes, labels) or (boxes, scores, labels); with two names the score is read from
+    ``score`` when the predictions have it, else from the 5th box column.
     Ground truth: ``bboxes`` (M, 4) xyxy pixels, ``labels`` (M,), and, with ``ignore_key`` (``'iscrowd'`` for
     COCO, ``'difficult'`` for Pascal), a per-box flag: such boxes are COCO crowd regions (a detection on them is
     neither a hit nor a false positive) and VOC "difficult" boxes. ``area_key`` (COCO2017's ``'areas'``) gives the
@@ -53,12 +79,13 @@ class DetMAP(BaseMetric):
 
     def __init__(self, class_num: int | None = None, class_names: Sequence[str] | None = None,
                  ignore_key: str | None = None, voc: bool = False, max_dets: int = 100, area_key: str | None = None,
-                 pred_keys: Sequence[str] = ("box", "score", "label"), gt_keys: Sequence[str] = ("bboxes", "labels"),
+                 pred_keys: Sequence[str] = ("box", "label"), gt_keys: Sequence[str] = ("bboxes", "labels"),
                  ) -> None:
         if class_names is not None and class_num is not None and len(class_names) != class_num:
             raise ValueError(f"DetMAP: {len(class_names)} class_names for class_num={class_num}")
-        if len(pred_keys) != 3 or len(gt_keys) != 2:
-            raise ValueError("DetMAP: pred_keys names (boxes, scores, labels), gt_keys names (boxes, labels)")
+        if len(pred_keys) not in (2, 3) or len(gt_keys) != 2:
+            raise ValueError(f"DetMAP: pred_keys {list(pred_keys)}, gt_keys {list(gt_keys)}: pred_keys names (boxes, "
+                             f"labels) or (boxes, scores, labels), gt_keys names (boxes, labels)")
         self.class_num = class_num if class_num is None else int(class_num)
         self.class_names = list(class_names) if class_names is not None else None
         self.ignore_key = ignore_key
@@ -66,6 +93,7 @@ class DetMAP(BaseMetric):
         self.voc = bool(voc)
         self.max_dets = int(max_dets)
         self.pred_keys = tuple(pred_keys)
+        self.score_key = self.pred_keys[1] if len(self.pred_keys) == 3 else "score"
         self.gt_keys = tuple(gt_keys)
         self.reset()
 
@@ -80,7 +108,8 @@ class DetMAP(BaseMetric):
         self.areas: list[np.ndarray | None] = []  # per image: ``area_key`` values (COCO's area ranges), or None
 
     def update(self, preds: Mapping[str, Any], gts: Mapping[str, Any]) -> None:
-        boxes, scores, labels = (sample_field(preds, k, "preds", "DetMAP") for k in self.pred_keys)
+        boxes, labels = (sample_field(preds, k, "preds", "DetMAP") for k in (self.pred_keys[0], self.pred_keys[-1]))
+        scores = per_sample(preds[self.score_key]) if self.score_key in preds else [None] * len(boxes)
         gt_boxes, gt_labels = (sample_field(gts, k, "gts", "DetMAP") for k in self.gt_keys)
         ignore = sample_field(gts, self.ignore_key, "gts", "DetMAP") if self.ignore_key else [None] * len(gt_boxes)
         areas = sample_field(gts, self.area_key, "gts", "DetMAP") if self.area_key else [None] * len(gt_boxes)
@@ -91,8 +120,7 @@ class DetMAP(BaseMetric):
             gb = np.asarray(gt_boxes[i], np.float64).reshape(-1, 4)
             gl = np.asarray(gt_labels[i]).reshape(-1).astype(np.int64)
             gi = (np.zeros(len(gb), bool) if ignore[i] is None else np.asarray(ignore[i]).reshape(-1).astype(bool))
-            db = np.asarray(boxes[i], np.float64).reshape(-1, 4)
-            ds = np.asarray(scores[i], np.float64).reshape(-1)
+            db, ds = (v.astype(np.float64) for v in split_box_scores(boxes[i], scores[i], "DetMAP"))
             dl = np.asarray(labels[i]).reshape(-1).astype(np.int64)
             if len(gl) != len(gb) or len(gi) != len(gb) or not len(db) == len(ds) == len(dl):
                 raise ValueError(f"DetMAP: sample {len(self.images)}: {len(gb)} gt boxes, {len(gl)} labels, "

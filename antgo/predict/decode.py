@@ -2,7 +2,8 @@
 
 - detection: :func:`decode_centernet` mirrors ``antgo.models.detectors.postprocess.decode_centernet``;
 - keypoints: :func:`decode_heatmaps` mirrors ``antgo.models.heads.heatmap_head.decode_heatmaps``;
-- classification: :func:`class_probabilities` (softmax only when the file says the output is logits).
+- classification: :func:`class_probabilities` (softmax when the file says the output is logits; ``auto`` for
+  models whose export is not known: only the rows that are not probabilities yet).
 
 All results are in network-input pixels; ``antgo.predict.processing`` maps them back to the image. The
 parameters come from the file's ``decode`` metadata (``antgo.predict.metadata``); a test checks each decode
@@ -108,26 +109,42 @@ def decode_heatmaps(heatmaps: np.ndarray, input_hw: Sequence[int]) -> np.ndarray
     return np.stack([x, y, score], axis=2)[:, None].astype(np.float32)
 
 
+def _is_probability_row(rows: np.ndarray, tolerance: float = 1e-4) -> np.ndarray:
+    return ((rows >= -tolerance) & (rows <= 1 + tolerance)).all(axis=1) & (np.abs(rows.sum(axis=1) - 1) <= tolerance)
+
+
 def class_probabilities(scores: np.ndarray, output: str = "logits") -> np.ndarray:
-    """(B, C) scores → probabilities: softmax over C for ``logits``, unchanged for ``probabilities``."""
+    """(B, C) scores → probabilities: softmax over C for ``logits``, unchanged for ``probabilities``; ``auto``
+    (models whose export is not known) keeps rows that already are probabilities (all in [0, 1], summing to 1
+    within 1e-4) and applies the softmax to the others."""
     x = np.asarray(scores, np.float64).reshape(len(scores), -1)
     if output == "probabilities":
         return x
     e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    softmax = e / e.sum(axis=1, keepdims=True)
+    if output == "auto":
+        return np.where(_is_probability_row(x)[:, None], x, softmax)
+    return softmax
 
 
 def decode_outputs(outputs: Sequence[np.ndarray], meta: Mapping[str, Any], input_hw: Sequence[int]
                    ) -> dict[str, np.ndarray]:
     """The first sample's prediction in input pixels from raw ONNX outputs, as the file's ``decode`` says:
-    ``box``/``score``/``label`` (detection), ``keypoints`` (K, 3) (keypoints) or ``probs`` (C,)."""
+    ``box``/``score``/``label`` (``centernet``), ``keypoints`` (K, 3) (``heatmap_argmax``) or ``probs`` (C,)
+    (``softmax_topk``; a classification file without ``decode`` counts as ``output='auto'``)."""
     task, decode = meta.get("task"), dict(meta.get("decode") or {})
-    if task == "detection":
+    kind = decode.get("type") or ("softmax_topk" if task == "classification" else None)
+    if kind == "centernet":
         params = {k: decode.get(k, v) for k, v in CENTERNET_DEFAULTS.items()}
         result = decode_centernet(*outputs[:3], input_hw, **params)
         return {k: v[0] for k, v in result.items()}
-    if task == "keypoints":
+    if kind == "heatmap_argmax":
         return {"keypoints": decode_heatmaps(outputs[0], input_hw)[0, 0]}
-    if task == "classification":
-        return {"probs": class_probabilities(outputs[0], decode.get("output", "logits"))[0]}
-    raise ValueError(f"no decode for task {task!r}")
+    if kind == "softmax_topk":
+        return {"probs": class_probabilities(outputs[0], decode.get("output", "auto"))[0]}
+    owner = f"model {meta['model_type']}" if meta.get("model_type") else "this file"
+    raise ValueError(f"the ONNX outputs of {owner} (task {task!r}, decode {meta.get('decode')!r}) have no "
+                     f"known decode. Predict with the checkpoint and the config instead, which runs the model's own "
+                     f"forward_test: `antgo predict CONFIG SOURCE --checkpoint CKPT`; or, when the outputs have the "
+                     f"layout of a built-in decode, describe it in the config's export.metadata (e.g. "
+                     f"decode=dict(type='centernet') or dict(type='heatmap_argmax')) and export again")

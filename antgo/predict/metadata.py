@@ -32,8 +32,12 @@ OUTPUT_MEANING = {
     "keypoints": "keypoint heat maps (N, K, h, w): the argmax cell refined by a log-parabola fit gives x, y in "
                  "input pixels and the peak value as the score",
 }
-# What the built-in models' ONNX outputs are, for the decode description (``decode`` in the metadata).
-_PROBABILITY_MODELS = ("ImageClassifier",)
+# Detection / keypoint outputs of models other than the built-ins (no decode rule) have the model's own layout.
+_OWN_LAYOUT_TASKS = ("detection", "keypoints")
+_OWN_LAYOUT = "see the model's onnx_export"
+# Classification outputs of a model whose export is not known: probabilities or scores (``decode.output='auto'``).
+_AUTO_CLASS_MEANING = ("per-class scores (N, C): rows that already are probabilities (in [0, 1], summing to 1) are "
+                       "taken as they are, the others get a softmax over C")
 
 
 class MetadataError(ValueError):
@@ -78,6 +82,11 @@ def preprocessing_from_pipeline(pipeline: Sequence[Mapping[str, Any]], input_hw:
     return {"resize": resize, "pixel_scale": scale, "mean": mean, "std": std, "ignored_transforms": other}
 
 
+def task_of_pred_key(key: str) -> str | None:
+    """The task a metric's prediction key stands for (``box`` → detection), ``None`` for a key of a new task."""
+    return _TASK_BY_PRED_KEY.get(key)
+
+
 def _metric_info(cfg: Mapping[str, Any]) -> tuple[str, list[str]]:
     """(task, class names) from the evaluation metric; names fall back to ``class_<i>``."""
     from antgo.metrics import build_metrics
@@ -87,33 +96,66 @@ def _metric_info(cfg: Mapping[str, Any]) -> tuple[str, list[str]]:
     for metric in metrics:
         keys = metric.keys() if callable(getattr(metric, "keys", None)) else {}
         for key in keys.get("pred", []):
-            task = _TASK_BY_PRED_KEY.get(key, task)
+            task = task_of_pred_key(key) or task
         names = names or [str(n) for n in (getattr(metric, "class_names", None) or [])]
         if not names and getattr(metric, "class_num", None):
             names = [f"class_{i}" for i in range(int(metric.class_num))]
     return task, names
 
 
+def _built_in_layout(cfg: Mapping[str, Any]) -> str | None:
+    """The built-in model whose outputs ``cfg.model.type`` has (that class or a subclass, looked up in
+    ``MODELS``): ``CenterNet``, ``HeatmapPose`` or ``ImageClassifier``; ``None`` for any other model."""
+    import antgo.models as built_in  # importing it registers the built-in models
+    from antgo.registry import MODELS
+
+    kind = (cfg.get("model") or {}).get("type")
+    cls = kind if isinstance(kind, type) else MODELS.get(kind) if isinstance(kind, str) else None
+    for name in ("CenterNet", "HeatmapPose", "ImageClassifier"):
+        if isinstance(cls, type) and issubclass(cls, getattr(built_in, name)):
+            return name
+    return None
+
+
+def _model_name(cfg: Mapping[str, Any]) -> str:
+    kind = (cfg.get("model") or {}).get("type")
+    return getattr(kind, "__name__", None) or str(kind)
+
+
 def decode_spec(cfg: Mapping[str, Any], task: str, input_hw: Sequence[int],
                 output_shapes: Sequence[Sequence[int]] | None) -> dict[str, Any] | None:
-    """How ``antgo.predict.decode`` turns the outputs into predictions (the model's post-process parameters)."""
+    """How ``antgo.predict.decode`` turns the outputs into predictions (the model's post-process parameters).
+
+    Box and keypoint rules only for the models whose outputs have that layout (``CenterNet``, ``HeatmapPose`` and
+    their subclasses); other models get none (``export.metadata`` may describe one). Classification: the
+    probabilities of ``ImageClassifier``; scores of other models are told apart per row (``auto``).
+    """
     model = cfg.get("model") or {}
+    layout = _built_in_layout(cfg)
     stride = None
     if output_shapes and len(output_shapes[0]) == 4 and all(isinstance(d, int) for d in output_shapes[0][2:]):
         # input pixels per output cell (symbolic sizes of a dynamic-size export give none)
         stride = [float(input_hw[0]) / output_shapes[0][2], float(input_hw[1]) / output_shapes[0][3]]
-    if task == "detection":
+    if task == "detection" and layout == "CenterNet":
         from antgo.predict.decode import CENTERNET_DEFAULTS
 
         test_cfg = dict(model.get("test_cfg") or {})
         return {"type": "centernet", **{k: test_cfg.get(k, v) for k, v in CENTERNET_DEFAULTS.items()},
                 "stride": stride}
-    if task == "keypoints":
+    if task == "keypoints" and layout == "HeatmapPose":
         return {"type": "heatmap_argmax", "refine": "log_parabola", "stride": stride}
     if task == "classification":
-        output = "probabilities" if model.get("type") in _PROBABILITY_MODELS else "logits"
+        output = "probabilities" if layout == "ImageClassifier" else "auto"
         return {"type": "softmax_topk", "output": output, "top_k": 5}
     return None
+
+
+def _output_meaning(task: str, decode: Mapping[str, Any] | None) -> str:
+    if decode is None and task in _OWN_LAYOUT_TASKS:
+        return _OWN_LAYOUT
+    if decode is not None and decode.get("output") == "auto":
+        return _AUTO_CLASS_MEANING
+    return OUTPUT_MEANING.get(task, _OWN_LAYOUT)
 
 
 def describe_model(cfg: Mapping[str, Any], input_names: Sequence[str], input_shapes: Sequence[Sequence[int]],
@@ -123,18 +165,20 @@ def describe_model(cfg: Mapping[str, Any], input_names: Sequence[str], input_sha
     shape = list(input_shapes[0])
     task, names = _metric_info(cfg)
     pre = preprocessing_from_pipeline(_test_split(cfg).get("pipeline") or [], shape[2:4])
+    decode = decode_spec(cfg, task, shape[2:4], output_shapes)
     meta: dict[str, Any] = {
         "antgo_metadata": METADATA_VERSION, "task": task, "input_name": str(input_names[0]),
         "input_size": [int(shape[3]), int(shape[2])], "input_channels": int(shape[1]),
         "colour_order": "RGB",  # antgo data sets decode to RGB (antgo.data.dataset.Dataset)
         "class_names": names, "output_names": list(output_names),
         "output_shapes": [["batch", *s[1:]] for s in output_shapes or []],
-        "output_meaning": OUTPUT_MEANING.get(task, "see the model's onnx_export"),
+        "output_meaning": _output_meaning(task, decode),
         **{k: pre[k] for k in ("resize", "pixel_scale", "mean", "std")},
     }
-    decode = decode_spec(cfg, task, shape[2:4], output_shapes)
     if decode is not None:  # segmentation files stay as they were (argmax needs no parameters)
         meta["decode"] = decode
+    elif task in _OWN_LAYOUT_TASKS:  # named in the error of `antgo predict --onnx` (no known decode)
+        meta["model_type"] = _model_name(cfg)
     if task == "keypoints":
         joints = int(output_shapes[0][1]) if output_shapes else 0
         meta["keypoint_names"] = [f"keypoint_{i}" for i in range(joints)]

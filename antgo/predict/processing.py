@@ -65,6 +65,19 @@ def to_image_pixels(values: np.ndarray, image_hw: Sequence[int], input_hw: Seque
     return out
 
 
+def keypoint_instances(joints: Any) -> np.ndarray:
+    """One sample's keypoints in any task form, (N, K, 3), (K, 3) or (K, 2), as (N, K, 3) x, y, score (1 where the
+    model gives no score)."""
+    array = np.asarray(joints, np.float64)
+    if array.ndim < 2 or array.shape[-1] not in (2, 3):
+        raise ValueError(f"keypoints of shape {array.shape}: expected (K, 2) x, y or (K, 3) x, y, score per "
+                         f"instance ('pred_joints2d' (B, 1, K, 3), (B, K, 3) or (B, K, 2))")
+    array = array.reshape(-1, *array.shape[-2:])
+    if array.shape[-1] == 2:
+        array = np.concatenate([array, np.ones((*array.shape[:2], 1))], axis=-1)
+    return array
+
+
 def prediction_record(decoded: Mapping[str, np.ndarray], meta: Mapping[str, Any], image_hw: Sequence[int],
                       input_hw: Sequence[int]) -> dict[str, Any]:
     """A decoded prediction (input pixels, ``antgo.predict.decode`` form) → JSON fields in image pixels."""

@@ -85,20 +85,12 @@ def draw_keypoints(image: np.ndarray, joints: np.ndarray, colour: tuple[int, int
     return out
 
 
-def _scaled(values: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    values = np.asarray(values, np.float64).copy()
-    values[..., 0] *= sx
-    values[..., 1] *= sy
-    if values.shape[-1] == 4:  # boxes: x1, y1, x2, y2
-        values[..., 2] *= sx
-        values[..., 3] *= sy
-    return values
-
-
 def _overlay(tester: Any, index: int, keys: set[str]) -> np.ndarray | None:
     import torch
 
     from antgo.engine.evaluation import to_numpy
+    from antgo.metrics.detection import split_box_scores
+    from antgo.predict.processing import keypoint_instances, to_image_pixels
 
     dataset = tester.reader.dataset
     raw = dataset.sample(index)
@@ -110,16 +102,19 @@ def _overlay(tester: Any, index: int, keys: set[str]) -> np.ndarray | None:
         pred = tester.model.forward_test(image[None].to(tester.device))
     pred = {k: to_numpy(v)[0] for k, v in pred.items()}
     picture = np.ascontiguousarray(np.asarray(raw["image"], np.uint8))
-    sx, sy = picture.shape[1] / image.shape[2], picture.shape[0] / image.shape[1]
+    picture_hw, input_hw = picture.shape[:2], tuple(image.shape[1:3])
     names = list(getattr(dataset, "class_names", None) or [])
     if "box" in keys and "box" in pred:
         picture = draw_boxes(picture, raw.get("bboxes", np.zeros((0, 4))), raw.get("labels", np.zeros(0)), _GT, names)
-        picture = draw_boxes(picture, _scaled(pred["box"], sx, sy), pred["label"], _PRED, names, pred.get("score"))
+        boxes, scores = split_box_scores(pred["box"], pred.get("score"), "box overlay", required=False)
+        picture = draw_boxes(picture, to_image_pixels(boxes, picture_hw, input_hw), pred["label"], _PRED, names,
+                             scores)
     if "pred_joints2d" in keys and "pred_joints2d" in pred:
         skeleton = getattr(dataset, "skeleton", None)
         if raw.get("joints2d") is not None:
             picture = draw_keypoints(picture, raw["joints2d"], _GT, skeleton)
-        picture = draw_keypoints(picture, _scaled(pred["pred_joints2d"], sx, sy), _PRED, skeleton)
+        joints = to_image_pixels(keypoint_instances(pred["pred_joints2d"]), picture_hw, input_hw)
+        picture = draw_keypoints(picture, joints, _PRED, skeleton)
     return picture
 
 

@@ -127,12 +127,13 @@ def test_per_class_names_batches_and_no_detections() -> None:
 
 def test_design_document_call_contract() -> None:
     metric = DetMAP()
-    assert metric.keys() == {"pred": ["box", "score", "label"], "gt": ["bboxes", "labels"]}
+    assert metric.keys() == {"pred": ["box", "label"], "gt": ["bboxes", "labels"]}  # the document's form
     out = metric([{"box": np.array([[0, 0, 10, 10.]]), "score": np.array([0.7]), "label": np.array([2])}],
                  [{"bboxes": np.array([[0, 0, 10, 10.]]), "labels": np.array([2])}])
     assert out["mAP"] == pytest.approx(1.0)
-    with pytest.raises(KeyError, match="'score'"):
-        metric.update({"box": [np.zeros((0, 4))], "label": [np.zeros(0)]}, {"bboxes": [], "labels": []})
+    with pytest.raises(ValueError, match="no scores: return 'score'"):
+        metric.update({"box": [np.zeros((0, 4))], "label": [np.zeros(0)]}, {"bboxes": [np.zeros((0, 4))],
+                                                                            "labels": [np.zeros(0)]})
 
 
 def test_voc_ap_with_difficult_boxes() -> None:
@@ -173,3 +174,38 @@ def test_pascal_reader_ground_truth_as_predictions_scores_one(tmp_path: Path) ->
                    "label": batch["labels"]}, batch)
     out = metric.compute()
     assert out["voc_mAP_50"] == pytest.approx(1.0) and out["mAP"] == pytest.approx(1.0)
+
+
+def _document_form(images: list[dict], **kwargs) -> dict[str, float]:
+    """The design document's {'box', 'label'}: (N, 5) boxes whose 5th column is the score, no 'score' key."""
+    metric = DetMAP(**kwargs)
+    for img in images:
+        gts = {"bboxes": [np.array(img["bboxes"], float)], "labels": [np.array(img["labels"])]}
+        if "iscrowd" in img:
+            gts["iscrowd"] = [np.array(img["iscrowd"])]
+        boxes = np.concatenate([np.array(img["box"], float).reshape(-1, 4), np.array(img["score"])[:, None]], 1)
+        metric.update({"box": [boxes], "label": [np.array(img["label"])]}, gts)
+    return metric.compute()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_document_box_form_gives_the_same_numbers(name: str) -> None:
+    images = CASES[name][0]
+    ignore = "iscrowd" if any("iscrowd" in i for i in images) else None
+    assert _document_form(images, ignore_key=ignore) == pytest.approx(_ours(images, ignore_key=ignore), nan_ok=True)
+
+
+def test_pred_keys_name_two_or_three_predictions() -> None:
+    three = DetMAP(pred_keys=("boxes", "scores", "classes"))
+    assert three.keys()["pred"] == ["boxes", "scores", "classes"]
+    gts = {"bboxes": [np.array([[0, 0, 10, 10.]])], "labels": [np.array([1])]}
+    three.update({"boxes": [np.array([[0, 0, 10, 10.]])], "scores": [np.array([0.4])],
+                  "classes": [np.array([1])]}, gts)
+    assert three.compute()["mAP"] == pytest.approx(1.0)
+    batch = DetMAP(pred_keys=("boxes", "classes"))  # batch-first arrays (B, N, 5) work as well as lists
+    batch.update({"boxes": np.array([[[0, 0, 10, 10, 0.4]]]), "classes": np.array([[1]])}, gts)
+    assert batch.compute()["mAP"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"pred_keys names \(boxes, labels\) or \(boxes, scores, labels\)"):
+        DetMAP(pred_keys=("box",))
+    with pytest.raises(ValueError, match=r"'box' has shape \(1, 6\)"):
+        DetMAP().update({"box": [np.zeros((1, 6))], "label": [np.zeros(1)]}, gts)

@@ -134,7 +134,7 @@ def test_predict_with_onnx_only_never_imports_torch(project, tmp_path):
     onnx_result = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     ckpt_result = json.loads((folder / "pred_ckpt" / "predictions.json").read_text()) \
         if (folder / "pred_ckpt").is_dir() else None
-    assert [p["source"] for p in onnx_result["predictions"]][:2] == ["train_000", "train_001"]
+    assert [p["source"] for p in onnx_result["predictions"]][:2] == ["train_000.jpg", "train_001.jpg"]
     if ckpt_result is not None:  # the same preprocessing from the file as from the config
         import cv2
 
@@ -156,4 +156,4 @@ def test_predict_reads_a_video(project, tmp_path):
         writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
     writer.release()
     records = run_predict(OnnxModel(project["dir"] / "work" / "model.onnx"), video, tmp_path / "out")
-    assert [r["source"] for r in records] == ["clip_00000", "clip_00001", "clip_00002"]
+    assert [(r["source"], r["frame"]) for r in records] == [("clip.avi", 0), ("clip.avi", 1), ("clip.avi", 2)]
