@@ -31,6 +31,10 @@ def _checkpoint_arg(parser: argparse.ArgumentParser) -> None:
                         help="weights to use (default: the config's checkpoint, else WORK_DIR/best.pth or latest.pth)")
 
 
+DEFAULT_NUM_VIS = 8  # samples `antgo test --vis-dir D` draws when --num-vis is not given
+INTERMIXED = ("predict",)  # nargs="+" positionals: options may stand between them (CONFIG --checkpoint X SOURCE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="antgo", description="Config-driven training, testing, ONNX export "
                                                                "and onnxruntime parity checks.")
@@ -40,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train)
     train.add_argument("--resume-from", default=None, help="checkpoint to resume (model, optimizer, epoch, RNG)")
     train.add_argument("--load-from", default=None, help="checkpoint to take initial weights from")
-    train.add_argument("--max-epochs", type=int, default=None, help="default: the config's max_epochs")
+    train.add_argument("--max-epochs", type=int, default=None,
+                       help="default: the config's max_epochs (excludes --max-iters)")
     train.add_argument("--max-iters", type=int, default=None,
-                       help="iteration-based training for N iterations (instead of epochs)")
+                       help="iteration-based training for N iterations instead of epochs (excludes --max-epochs)")
     train.add_argument("--seed", type=int, default=None, help="default: the config's seed, else 0")
     train.add_argument("--no-validate", action="store_true", help="skip validation during training")
     test = sub.add_parser("test", help="evaluate a checkpoint on data.test")
@@ -50,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _checkpoint_arg(test)
     test.add_argument("--json", default=None, help="metrics file (default: WORK_DIR/eval_results.json)")
     test.add_argument("--vis-dir", default=None, help="folder for visualisations (default: WORK_DIR/vis)")
-    test.add_argument("--num-vis", type=int, default=0, help="number of samples to visualise")
+    test.add_argument("--num-vis", type=int, default=None,
+                      help=f"number of samples to visualise (default: 0, or {DEFAULT_NUM_VIS} with --vis-dir)")
     export = sub.add_parser("export", help="export a checkpoint to ONNX")
     _common(export)
     _checkpoint_arg(export)
@@ -86,6 +92,21 @@ def _list_parser(sub: Any) -> None:
     listing = sub.add_parser("list", help="list the built-in models, transforms, datasets, metrics and hooks")
     listing.add_argument("kind", nargs="?", choices=[*KINDS, "all"], default="all")
     listing.add_argument("--debug", action="store_true", help="log at DEBUG and print tracebacks")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; exits with 2 on a usage error."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in INTERMIXED:  # argparse cannot intermix through subparsers: parse with the command's
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+    else:
+        args = parser.parse_args(argv)
+    if args.command == "train" and args.max_epochs is not None and args.max_iters is not None:
+        commands["train"].error("--max-epochs and --max-iters exclude each other: pass one of them")
+    return args
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -136,7 +157,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     cfg = _load(args)
     tester = Tester(cfg, work_dir=args.work_dir, device=args.device)
     tester.config_model(checkpoint=find_checkpoint(args.checkpoint, cfg, args.work_dir))
-    tester.evaluate(json_file=args.json, vis_dir=args.vis_dir, num_vis=args.num_vis)
+    num_vis = args.num_vis
+    if num_vis is None:
+        num_vis = DEFAULT_NUM_VIS if args.vis_dir else 0
+        if args.vis_dir:
+            logger.info("--vis-dir without --num-vis: visualising the first %d samples", num_vis)
+    tester.evaluate(json_file=args.json, vis_dir=args.vis_dir, num_vis=num_vis)
     logger.info("metrics written to %s%s", tester.json_file,
                 f"; {len(tester.vis_files)} visualisations in {os.path.dirname(tester.vis_files[0])}"
                 if tester.vis_files else "")
@@ -145,7 +171,12 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def _export(cfg: Any, args: argparse.Namespace, checkpoint: str, path: str | None = None) -> str:
     from antgo.engine import Exporter
+    from antgo.engine.runlock import require_writable_folder
 
+    if path:  # before the model is built: an ONNX file that cannot be written fails at once
+        require_writable_folder(os.path.dirname(os.path.abspath(path)), "--onnx")
+    else:
+        require_writable_folder(args.work_dir)
     onnx_path = Exporter(cfg, args.work_dir).export(checkpoint=checkpoint, path=path)
     logger.info("ONNX model written to %s", onnx_path)
     return str(onnx_path)
@@ -159,8 +190,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from antgo.engine import verify_parity
+    from antgo.engine.runlock import require_writable_folder
 
     cfg = _load(args)
+    require_writable_folder(args.work_dir)  # parity.json goes there
     checkpoint = find_checkpoint(args.checkpoint, cfg, args.work_dir)
     onnx_path = args.onnx or _export(cfg, args, checkpoint)
     report = verify_parity(cfg, onnx_path, checkpoint, work_dir=args.work_dir, num_samples=args.num_samples)
@@ -214,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from antgo.console import setup_console_logging  # torch-free: `predict --onnx` must not load torch
 
-    args = build_parser().parse_args(argv)  # exits with 2 on a usage error
+    args = parse_args(argv)  # exits with 2 on a usage error
     setup_console_logging(logging.DEBUG if args.debug else logging.INFO)
     unsafe_before = os.environ.get("ANTGO_UNSAFE_LOAD")
     try:

@@ -129,3 +129,59 @@ def test_parser_lists_the_commands() -> None:
         assert command in help_text
     args: Any = build_parser().parse_args(["verify", "c.py", "--onnx", "m.onnx", "--checkpoint", "b.pth"])
     assert args.onnx == "m.onnx" and args.work_dir == "./output"
+
+
+def test_max_epochs_and_max_iters_exclude_each_other(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "c.py", "--max-epochs", "1", "--max-iters", "1"])
+    assert info.value.code == 2
+    assert "antgo train: error: --max-epochs and --max-iters exclude each other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["predict", "c.py", "--checkpoint", "b.pth", "img.png"],
+                                  ["predict", "--checkpoint", "b.pth", "c.py", "img.png"],
+                                  ["predict", "c.py", "img.png", "--checkpoint", "b.pth", "--out-dir", "o"]])
+def test_predict_takes_its_options_between_the_positionals(argv: list[str]) -> None:
+    from antgo.cli import parse_args
+
+    args = parse_args(argv)
+    assert args.command == "predict" and args.paths == ["c.py", "img.png"] and args.checkpoint == "b.pth"
+    onnx = parse_args(["predict", "--onnx", "m.onnx", "img.png", "--max-frames", "2"])
+    assert onnx.paths == ["img.png"] and onnx.onnx == "m.onnx" and onnx.max_frames == 2
+
+
+@pytest.fixture
+def untrained_checkpoint(tiny_seg_cfg: dict, tmp_path: Path) -> str:
+    """The tiny model's initial weights as a checkpoint (no training needed to test or export it)."""
+    import antgo.models  # noqa: F401  (registers the built-in models)
+    from antgo.engine.checkpoint import save_checkpoint
+    from antgo.models.builder import build_model
+
+    return save_checkpoint(tmp_path / "init.pth", build_model(tiny_seg_cfg["model"]))
+
+
+def test_vis_dir_without_num_vis_draws_a_default_number(cfg_file: Path, tmp_path: Path, untrained_checkpoint: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    from antgo.cli import DEFAULT_NUM_VIS, parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["test", "--help"])
+    assert f"or {DEFAULT_NUM_VIS} with --vis-dir" in " ".join(capsys.readouterr().out.split())
+    vis = tmp_path / "vis"
+    assert main(["test", str(cfg_file), "--work-dir", str(tmp_path / "w"), "--device", "cpu", "--checkpoint",
+                 untrained_checkpoint, "--vis-dir", str(vis)]) == 0
+    assert len(list(vis.glob("*.png"))) == 4  # the test split's 4 images, fewer than the default
+
+
+def test_a_work_dir_that_is_a_file_is_one_clear_error_for_every_command(
+        cfg_file: Path, tmp_path: Path, untrained_checkpoint: str, capsys: pytest.CaptureFixture) -> None:
+    afile = tmp_path / "out"
+    afile.write_text("x")
+    fix = f"--work-dir {afile} is a file, not a folder. Pass another --work-dir"
+    weights = ["--checkpoint", untrained_checkpoint]
+    for command, extra in (("train", []), ("test", weights), ("export", weights)):
+        assert main([command, str(cfg_file), "--work-dir", str(afile), "--device", "cpu", *extra]) == 1, command
+        assert f"error: RunFolderUnwritable: {fix}" in capsys.readouterr().err, command
+    assert main(["export", str(cfg_file), "--checkpoint", untrained_checkpoint, "--onnx", str(afile / "m.onnx")]) == 1
+    assert f"--onnx {afile} is a file" in capsys.readouterr().err
+    assert afile.read_text() == "x"

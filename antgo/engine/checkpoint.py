@@ -9,7 +9,9 @@ Layout of a checkpoint (a dict saved with ``torch.save``)::
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import pickle
 import pprint
@@ -32,9 +34,9 @@ from antgo.fileio import write_uninterrupted
 logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "NonFiniteCheckpointError", "CheckpointWriteError",
-           "save_checkpoint",
-           "read_checkpoint", "load_checkpoint", "resume_checkpoint", "check_finite", "get_state_dict",
-           "unwrap_model", "rng_state", "restore_rng", "UNSAFE_LOAD_ENV"]
+           "save_checkpoint", "read_checkpoint", "load_checkpoint", "resume_checkpoint", "check_resume_optimizer",
+           "describe_run_checkpoints", "check_finite", "get_state_dict", "unwrap_model", "rng_state", "restore_rng",
+           "UNSAFE_LOAD_ENV"]
 
 #: Set to 1 to allow checkpoints that need arbitrary unpickling (CLI: ``--unsafe-load``). Trusted files only:
 #: unpickling such a file can run any code.
@@ -196,6 +198,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     meta.setdefault("torch_version", str(torch.__version__))  # TorchVersion is not weights_only-safe
     meta.setdefault("antgo_version", antgo_version)
     meta.setdefault("time", time.strftime("%Y-%m-%d %H:%M:%S"))
+    if optimizer is not None:  # a resume checks it: another optimizer's state fails deep inside torch's step
+        meta.setdefault("optimizer_type", type(optimizer).__name__)
     checkpoint: dict[str, Any] = {"meta": _plain(meta), "state_dict": get_state_dict(model)}
     if optimizer is not None:
         checkpoint["optimizer"] = _to_cpu(optimizer.state_dict())
@@ -243,18 +247,24 @@ def _unsafe_allowed(allow_unsafe: bool | None) -> bool:
     return os.environ.get(UNSAFE_LOAD_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", allow_unsafe: bool | None = None) -> Any:
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", allow_unsafe: bool | None = None,
+                    mmap: bool | None = None) -> Any:
     """The one checkpoint reader: ``torch.load(weights_only=True)``, which never runs code from the file.
 
     A file that needs arbitrary unpickling is refused with :class:`UnsafeCheckpointError` unless
     ``allow_unsafe`` (default: the environment variable ``ANTGO_UNSAFE_LOAD=1``; CLI ``--unsafe-load``).
+    ``mmap=True`` maps the tensors instead of reading them (to look at the metadata of a large file).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}; check the path (relative paths are resolved "
                               f"from {os.getcwd()})")
+    if os.path.getsize(path) == 0:  # antgo writes checkpoints atomically: an empty one comes from elsewhere
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a copy or download that was interrupted "
+                              f"leaves such a file. Copy it again from where it came from, or use another "
+                              f"checkpoint (latest.pth, an epoch_N.pth)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         found = _UNSAFE_GLOBAL_RE.search(str(exc))
         if not found:  # garbage bytes fail the safe unpickler too, with "Unsupported operand"
@@ -270,7 +280,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", allow_un
     except Exception as exc:  # a truncated or foreign file fails in many ways (EOFError, IndexError, ...)
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
 
@@ -303,6 +313,16 @@ def _list(keys: Sequence[str], limit: int = 20) -> str:
     return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def _mismatch_hint(mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]], strict: bool) -> str:
+    """The fix that fits: strict=False skips missing/unexpected keys, but never loads a tensor of another shape."""
+    if not mismatched:
+        return " (load with strict=False to ignore missing/unexpected keys)" if strict else ""
+    key, ours, theirs = mismatched[0]
+    return (f". The checkpoint was trained with other layer sizes (e.g. another number of classes): {key} is "
+            f"{ours} there and {theirs} in this model. Use the config it was trained with (the config.py of its "
+            f"run folder), or set the model's sizes (e.g. model.decode_head.out_channels) to the checkpoint's")
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, map_location: Any = "cpu", strict: bool = True,
                     revise_keys: Sequence[tuple[str, str]] = ((r"^module\.", ""),), require_finite: bool = False,
                     allow_unsafe: bool | None = None) -> dict[str, Any]:
@@ -323,7 +343,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, map_location: Any
     expected = target.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+    mismatched = [(k, tuple(v.shape), tuple(expected[k].shape))
                   for k, v in state_dict.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
     problems = []
     if missing:
@@ -331,10 +351,11 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, map_location: Any
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {_list(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {_list(mismatched)}")
+        shown = [f"{k}: checkpoint {ours} vs model {theirs}" for k, ours, theirs in mismatched]
+        problems.append(f"shape mismatches ({len(mismatched)}): {_list(shown)}")
     if problems and (strict or mismatched):
         raise CheckpointError(f"checkpoint {path} does not match {type(target).__name__}: " + "; ".join(problems)
-                              + (" (load with strict=False to ignore missing/unexpected keys)" if strict else ""))
+                              + _mismatch_hint(mismatched, strict))
     if problems:
         logger.warning("checkpoint %s loaded non-strictly: %s", path, "; ".join(problems))
     target.load_state_dict(state_dict, strict=False)
@@ -353,7 +374,85 @@ def resume_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torc
             continue
         if name not in checkpoint:
             raise CheckpointError(f"checkpoint {os.fspath(path)} has no '{name}' state to resume from")
+        if name == "optimizer":
+            check_resume_optimizer(checkpoint, obj, os.fspath(path))
         obj.load_state_dict(checkpoint[name])
     if restore_rng_state:
         restore_rng(checkpoint.get("rng"))
     return checkpoint
+
+
+def _group_keys(groups: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {k for group in groups[:1] for k in group if k not in ("params", "initial_lr", "name")}
+
+
+def check_resume_optimizer(checkpoint: Mapping[str, Any], optimizer: torch.optim.Optimizer, path: str) -> None:
+    """Before ``optimizer.load_state_dict``: refuse the state of another optimizer type (SGD resumed from an
+    AdamW checkpoint dies in torch's first step with ``KeyError: 'momentum'``); warn when the config's lr is
+    not the checkpoint's, which the resume continues. A checkpoint without ``meta.optimizer_type`` (written
+    before it was stored) is compared by its param-group keys."""
+    current = type(optimizer).__name__
+    saved_groups = list((checkpoint.get("optimizer") or {}).get("param_groups") or [])
+    saved_type = (checkpoint.get("meta") or {}).get("optimizer_type")
+    ours, theirs = _group_keys(optimizer.param_groups), _group_keys(saved_groups)
+    # other torch versions add keys to a class: only keys missing on both sides mean another class
+    foreign = saved_type is None and bool(ours - theirs) and bool(theirs - ours)
+    if (saved_type is not None and saved_type != current) or foreign:
+        what = saved_type or f"another optimizer (its settings {sorted(theirs - ours)} are not {current}'s)"
+        raise CheckpointError(
+            f"checkpoint {path} holds the optimizer state of {what}, but the config builds {current}: a resume "
+            f"continues the checkpoint's optimizer, so its type must stay. "
+            + (f"Set optimizer.type='{saved_type}' to resume" if saved_type else "Resume with the optimizer it was "
+               "trained with (see the config.py of its run folder)")
+            + f", or start from its weights with a fresh {current}: --load-from {path} (Trainer: "
+              f"config_model(load_from=...)).")
+    if not saved_groups:
+        return
+    mine, stored = (group.get("initial_lr", group.get("lr")) for group in (optimizer.param_groups[0],
+                                                                              saved_groups[0]))
+    if mine is not None and stored is not None and not math.isclose(float(mine), float(stored), rel_tol=1e-6):
+        logger.warning("resuming from %s: the config's lr is %g, the checkpoint's %g. A resume continues the "
+                       "checkpoint's optimizer and lr schedule, so training goes on at the checkpoint's lr; to "
+                       "train its weights at the config's lr with a fresh schedule, use --load-from %s instead",
+                       path, float(mine), float(stored), path)
+
+
+_RUN_CHECKPOINT_RE = re.compile(r"(?:latest|best|(?:epoch|iter)_(\d+))\.pth")
+
+
+def describe_run_checkpoints(folder: str) -> str:
+    """What a training left in ``folder``: ``latest.pth (epoch 3, iter 36), best.pth (best.json: miou 0.4100 at
+    epoch 2), epoch_1.pth … epoch_3.pth (3 files)``; '' when it holds none of those checkpoints."""
+    try:
+        names = [n for n in os.listdir(folder) if _RUN_CHECKPOINT_RE.fullmatch(n)]
+    except OSError:  # no folder yet
+        return ""
+    parts = []
+    if "latest.pth" in names:
+        meta = _meta_or_empty(os.path.join(folder, "latest.pth"))
+        parts.append("latest.pth" + (f" (epoch {meta.get('epoch')}, iter {meta.get('iter')})" if meta else ""))
+    if "best.pth" in names:
+        parts.append("best.pth" + _best_record(folder))
+    numbered = sorted((n for n in names if n not in ("latest.pth", "best.pth")),
+                      key=lambda n: (n.split("_")[0], int(_RUN_CHECKPOINT_RE.fullmatch(n).group(1))))
+    if numbered:
+        parts.append(numbered[0] if len(numbered) == 1 else f"{numbered[0]} … {numbered[-1]} ({len(numbered)} files)")
+    return ", ".join(parts)
+
+
+def _meta_or_empty(path: str) -> dict[str, Any]:
+    try:  # mapped, not read: only the metadata is wanted
+        checkpoint = read_checkpoint(path, mmap=True)
+    except CheckpointError:
+        return {}
+    meta = checkpoint.get("meta") if isinstance(checkpoint, Mapping) else None
+    return dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def _best_record(folder: str) -> str:
+    try:
+        with open(os.path.join(folder, "best.json"), encoding="utf-8") as f:
+            record = json.load(f)
+        return f" (best.json: {record['metric']} {float(record['score']):.4f} at epoch {record['epoch']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""

@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 from types import TracebackType
@@ -33,8 +34,8 @@ from antgo.config.env import env_seconds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunLock", "RunFolderLocked", "RunFolderLost", "LOCK_NAME", "clean_temp_files", "ensure_held",
-           "folder_lost"]
+__all__ = ["RunLock", "RunFolderLocked", "RunFolderLost", "RunFolderUnwritable", "LOCK_NAME", "clean_temp_files",
+           "ensure_held", "folder_lost", "require_writable_folder"]
 
 LOCK_NAME = ".antgo.lock"
 # what atomic writers leave when killed between writing and os.replace
@@ -117,6 +118,41 @@ class RunFolderLocked(RuntimeError):
 
 class RunFolderLost(RuntimeError):
     """This process held the run folder's lock, but another process has taken it over since."""
+
+
+class RunFolderUnwritable(OSError):
+    """An output folder that cannot be created or written (a file of that name, a read-only disk)."""
+
+
+def require_writable_folder(folder: str | os.PathLike, option: str = "--work-dir") -> str:
+    """Create ``folder`` if needed and check that a file can be created in it, before any work is done: a
+    read-only disk or a file of that name is one clear error naming the folder, not an ``OSError`` from the
+    first write (after an evaluation, say). Returns the absolute folder."""
+    folder = os.path.abspath(os.fspath(folder))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        blocking = _existing_file_on(folder)
+        if blocking == folder:
+            why = "is a file, not a folder"
+        elif blocking:
+            why = f"cannot be created: {blocking} is a file"
+        else:
+            why = f"is not writable ({exc.strerror or exc})"
+        raise RunFolderUnwritable(f"{option} {folder} {why}. Pass another {option} (a folder on a writable "
+                                  f"disk)") from exc
+    return folder
+
+
+def _existing_file_on(folder: str) -> str | None:
+    """``folder`` or the first of its parents that exists, when that is a file (it keeps the folder from being
+    made)."""
+    path = folder
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path if os.path.exists(path) and not os.path.isdir(path) else None
 
 
 def _is_ours(holder: dict[str, Any], mine: dict[str, Any]) -> bool:
@@ -274,7 +310,7 @@ class RunLock:
                 _held[self.path] += 1
                 return self
             self._created_dir = not os.path.isdir(self.work_dir)
-            os.makedirs(self.work_dir, exist_ok=True)
+            require_writable_folder(self.work_dir)
             for _ in range(3):  # a racing process may take the stale lock first
                 if self._try_create():
                     break

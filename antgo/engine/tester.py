@@ -12,7 +12,7 @@ import torch
 
 from antgo.engine.evaluation import evaluate, json_safe
 from antgo.engine.memory import note_out_of_memory
-from antgo.engine.runlock import ensure_held
+from antgo.engine.runlock import ensure_held, require_writable_folder
 from antgo.fileio import atomic_write_text
 from antgo.config import load_config
 from antgo.predict.overlay import colourise, voc_palette  # noqa: F401  (voc_palette: re-exported)
@@ -82,6 +82,9 @@ class Tester:
         """Evaluate on ``data.test``, write ``json_file`` (default ``work_dir/eval_results.json``), return metrics."""
         from antgo.metrics import build_metrics
 
+        json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
+        vis_dir = vis_dir or os.path.join(self.work_dir, "vis")
+        self._require_output_folders(json_file, vis_dir if num_vis > 0 else None)
         if self.model is None:
             self.config_model()
         evaluation = self.cfg.get("evaluation") or {}
@@ -109,15 +112,22 @@ class Tester:
         except Exception as exc:
             note_out_of_memory(exc, "in the test", loader, "data.test_dataloader", self.device)
             raise
-        json_file = json_file or os.path.join(self.work_dir, "eval_results.json")
+        # logged before the file is written: a failed write must not lose the metrics of a whole evaluation
+        logger.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in self.results.items()))
         ensure_held(json_file, f"writing {json_file}")
         atomic_write_text(json_file, json.dumps(json_safe(self.results), indent=2))
         self.json_file = json_file
-        logger.info("Test metrics: %s; written to %s", ", ".join(f"{k}={v:.4f}" for k, v in self.results.items()),
-                    json_file)
+        logger.info("Test metrics written to %s", json_file)
         if num_vis > 0:
-            self.vis_files = self._visualise(keep, vis_dir or os.path.join(self.work_dir, "vis"))
+            self.vis_files = self._visualise(keep, vis_dir)
         return self.results
+
+    def _require_output_folders(self, json_file: str, vis_dir: str | None) -> None:
+        """Before the evaluation, not after it: a folder the results cannot be written to fails at once."""
+        folder = os.path.dirname(os.path.abspath(json_file))
+        require_writable_folder(folder, "--work-dir" if folder == self.work_dir else "--json")
+        if vis_dir is not None:
+            require_writable_folder(vis_dir, "--vis-dir")
 
     def _visualise(self, samples: list[tuple[int, dict[str, Any], dict[str, Any]]], vis_dir: str) -> list[str]:
         """Side by side: input image (when the data set can re-read it) | ground truth | prediction."""

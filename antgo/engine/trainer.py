@@ -8,13 +8,16 @@ workers, no epoch-boundary stalls) bounds the run.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import itertools
 import logging
 import math
 import os
 import random
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,7 @@ from antgo.engine.logging import add_file_handler, remove_handler
 from antgo.engine.memory import is_out_of_memory, is_worker_death, note_out_of_memory
 from antgo.engine.numerics import LossMeter, NonFiniteError, find_nonfinite_state, grads_are_finite, parse_losses
 
-__all__ = ["Trainer", "load_config", "seed_everything", "parse_losses"]
+__all__ = ["Trainer", "RunFolderConflict", "load_config", "seed_everything", "parse_losses"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,43 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class RunFolderConflict(FileExistsError):
+    """A run refused before it wrote anything: it would replace the config file being trained, or the
+    checkpoints of an earlier run in its folder. The message names the files and the fixes."""
+
+
+def dumped_by_antgo(path: str) -> bool:
+    """Whether ``path`` is a config file antgo wrote (``Config.dump`` output reads back to its own text): the
+    flow's and a run's config.py may be updated, a hand-written config file never is."""
+    from antgo.config import Config
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        return Config.fromfile(path, import_custom_modules=False).masked_text() == text
+    except Exception:  # a file that does not even load again is certainly not a dump to update
+        return False
+
+
+# torch's messages for layers whose sizes do not fit (conv, linear, batch/layer/group norm)
+_LAYER_MISMATCH = re.compile(r"to have \d+ channels|mat1 and mat2 shapes cannot be multiplied|running_mean should "
+                             r"contain|normalized_shape|divisible by num_groups")
+
+
+@contextlib.contextmanager
+def first_forward(where: str) -> Iterator[None]:
+    """A run's first forward passes (the validation check, the first step): a torch error saying that layer
+    sizes do not fit gets a note naming the config keys to check. Later iterations are not wrapped."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if _LAYER_MISMATCH.search(str(exc)) and not is_out_of_memory(exc):
+            exc.add_note(f"in {where}: the model's layers do not fit together; check the channel settings of "
+                         f"model.* (the backbone's output channels against model.neck / model.decode_head "
+                         f"in_channels)")
+        raise
 
 
 class _TrainStep(torch.nn.Module):
@@ -134,6 +174,7 @@ class Trainer:
         self._pending_val: dict[str, Any] | None = None
         self.stop_reason: str | None = None  # set by request_stop (early stopping): the loop ends after this epoch
         self.best_weights: str | None = None
+        self._first_step_pending = False  # True from the start of a run until its first step has passed
 
     # ---------------------------------------------------------------- set-up
     def _init_distributed(self) -> bool:
@@ -289,6 +330,38 @@ class Trainer:
 
         return resolve_out_dir(self.work_dir, out_dir)
 
+    def _check_run_folder(self) -> None:
+        """Refuse, before anything is written, a run that would replace what it must not: the config file being
+        trained (``config.py`` of its own folder), or an earlier run's checkpoints (a fresh run, not a resume)."""
+        target = os.path.join(self.work_dir, "config.py")
+        source = self.cfg.filename
+        if source and os.path.isfile(target) and os.path.samefile(source, target) and not dumped_by_antgo(target):
+            raise RunFolderConflict(
+                f"{source} is the config file being trained, and --work-dir {self.work_dir} is its folder: the run "
+                f"would replace it with the dumped config.py. Train into another --work-dir (e.g. --work-dir "
+                f"work_dirs/{os.path.splitext(os.path.basename(source))[0]}), or, to go on in this folder, train "
+                f"a copy of the file kept outside it; your file stays as it is")
+        continuing = self._resume is not None or self.latest_checkpoint is not None or (
+            self.model is None and bool(self.cfg.get("resume_from")))
+        if not continuing:
+            self._refuse_an_earlier_run()
+
+    def _refuse_an_earlier_run(self) -> None:
+        from antgo.engine.checkpoint import describe_run_checkpoints
+        from antgo.engine.loading import checkpoint_folders
+
+        for folder in checkpoint_folders(self.cfg, self.work_dir):
+            found = describe_run_checkpoints(folder)
+            if not found:
+                continue
+            latest = os.path.join(folder, "latest.pth")
+            resume = f"--resume-from {latest}" if os.path.isfile(latest) else "--resume-from one of them"
+            raise RunFolderConflict(
+                f"{folder} holds the checkpoints of an earlier run: {found}. A new run (not a resume; one from "
+                f"--load-from weights too) would replace them and mix two runs in one folder. Continue that run "
+                f"with {resume} (Trainer: config_model(resume_from=...)), train into another --work-dir, or delete "
+                f"{folder} if that run is not needed")
+
     def save_checkpoint(self, path: str) -> str:
         """Full state: weights, optimizer, scheduler, scaler, counters, best score, history, RNG states.
 
@@ -311,7 +384,7 @@ class Trainer:
         return save_checkpoint(path, self.model, self.optimizer, self.scheduler, scaler, meta)
 
     def _apply_resume(self) -> None:
-        from antgo.engine.checkpoint import CheckpointError, restore_rng
+        from antgo.engine.checkpoint import CheckpointError, check_resume_optimizer, restore_rng
         from antgo.engine.loading import resolve_beside_checkpoint
 
         ckpt, self._resume = self._resume, None
@@ -320,6 +393,8 @@ class Trainer:
         for name in ("optimizer", "scheduler"):
             if name not in ckpt:
                 raise CheckpointError(f"{ckpt['path']} has no '{name}' state; use load_from for weights only")
+        check_resume_optimizer(ckpt, self.optimizer, str(ckpt["path"]))  # before torch takes the state in
+        for name in ("optimizer", "scheduler"):
             getattr(self, name).load_state_dict(ckpt[name])
         if "scaler" in ckpt and self.scaler is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -338,8 +413,8 @@ class Trainer:
         restore_rng(ckpt.get("rng"))
 
     # ---------------------------------------------------------------- the run
-    def _run_length(self, max_epochs: int | None, max_iters: int | None) -> None:
-        """Epoch mode (``max_epochs``) or iteration mode (``max_iters``); arguments win over the config."""
+    def _requested_length(self, max_epochs: int | None, max_iters: int | None) -> tuple[str, int]:
+        """``('max_epochs', N)`` or ``('max_iters', N)``: the arguments, else the config's; checked only."""
         if max_epochs is not None and max_iters is not None:
             raise ValueError("pass max_epochs or max_iters to start_train, not both")
         if max_epochs is None and max_iters is None:
@@ -354,18 +429,23 @@ class Trainer:
         name = "max_epochs" if max_epochs is not None else "max_iters"
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-        self.by_epoch = max_epochs is not None
+        return name, int(value)
+
+    def _run_length(self, max_epochs: int | None, max_iters: int | None) -> None:
+        """Epoch mode (``max_epochs``) or iteration mode (``max_iters``); arguments win over the config."""
+        name, value = self._requested_length(max_epochs, max_iters)
+        self.by_epoch = name == "max_epochs"
         infinite = not self.by_epoch
         if self.train_loader is None or infinite != self._loader_is_infinite():
             self._build_train_loader(infinite)  # start_train(max_iters=...) after an epoch loader, or back
         self.iters_per_epoch = len(self.train_loader)
         if self.by_epoch:
-            self.max_epochs, self.max_iters = int(value), int(value) * self.iters_per_epoch
+            self.max_epochs, self.max_iters = value, value * self.iters_per_epoch
         else:
-            self.max_iters = int(value)
+            self.max_iters = value
             self.max_epochs = math.ceil(self.max_iters / self.iters_per_epoch)
         # the dumped config.py says how long it ran (--max-epochs / --max-iters), with one of the two keys set
-        self.cfg[name] = int(value)
+        self.cfg[name] = value
         other = "max_iters" if self.by_epoch else "max_epochs"
         if self.cfg.get(other) is not None:
             self.cfg[other] = None
@@ -400,19 +480,21 @@ class Trainer:
         log_handler = None
         # before anything is written: a second run on this folder must not touch train.log or checkpoints
         run_lock = RunLock(self.work_dir).acquire() if self.rank == 0 else None
-        if self.rank == 0:
-            log_handler = add_file_handler(os.path.join(self.work_dir, "train.log"))
-            log_handler.addFilter(lambda _: not folder_lost(self.work_dir))  # another run's train.log by then
         try:
-            self._prepare_run(max_epochs, max_iters)
+            self._requested_length(max_epochs, max_iters)  # a config error first: it names the key to fix
+            self._check_run_folder()  # a refused run writes nothing there, not even a line of train.log
             if self.rank == 0:
-                self.cfg.dump(os.path.join(self.work_dir, "config.py"))
+                log_handler = add_file_handler(os.path.join(self.work_dir, "train.log"))
+                log_handler.addFilter(lambda _: not folder_lost(self.work_dir))  # another run's train.log by then
+            self._prepare_run(max_epochs, max_iters)
+            self._first_step_pending = True  # config.py is written once the first step has passed
             logger.info("Training %s on %s for %s (%d iters/epoch, amp %s, channels_last %s), work_dir %s",
                         type(self.model).__name__, self.device,
                         f"epochs {self.start_epoch + 1}..{self.max_epochs}" if self.by_epoch
                         else f"iterations {self.iter + 1}..{self.max_iters}", self.iters_per_epoch, self.amp,
                         self.channels_last, self.work_dir)
-            self.call_hook("before_run")
+            with first_forward("the validation check before training"):
+                self.call_hook("before_run")
             try:
                 self.meter.start(self.iter)
                 self.epoch = self.start_epoch
@@ -481,7 +563,10 @@ class Trainer:
         for self.inner_iter, batch in enumerate(batches, start=first):
             data_time += time.perf_counter() - end  # waiting for the loader
             self.call_hook("before_iter")  # LrSchedulerHook sets this iteration's lr here
-            self.run_step(batch)
+            if self._first_step_pending:
+                self._first_step(batch)
+            else:
+                self.run_step(batch)
             self.iter += 1
             self.log_ready = (self.inner_iter + 1) % self.log_interval == 0 or self.is_pass_end()
             if self.log_ready:  # the only place loss values reach the host
@@ -493,6 +578,33 @@ class Trainer:
             end = time.perf_counter()
         self._record_epoch()  # before after_epoch: EvalHook adds 'val', CheckpointHook saves the history
         self.call_hook("after_epoch")
+
+    def _first_step(self, batch: Mapping[str, Any]) -> None:
+        """The run's first step, with the checks whose torch errors name no config key. Once it has passed the
+        run exists and its config.py is written: a run failing before leaves the folder's config.py as it was."""
+        self._check_fields(batch)
+        with first_forward("the first training step"):
+            self.run_step(batch)
+        self._first_step_pending = False
+        if self.rank == 0:
+            self.cfg.dump(os.path.join(self.work_dir, "config.py"))
+
+    def _check_fields(self, batch: Mapping[str, Any]) -> None:
+        """``forward_train(**batch)`` must take the batch; a field named otherwise (``lbl`` for ``label``) is
+        reported with the batch's fields, the parameters forward_train needs and the config key naming them."""
+        try:
+            signature = inspect.signature(self.model.forward_train)
+        except (TypeError, ValueError):  # no signature to read: the call itself tells
+            return
+        try:
+            signature.bind(**batch)
+        except TypeError as exc:
+            needed = [p.name for p in signature.parameters.values() if p.default is p.empty
+                      and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            raise TypeError(f"{type(self.model).__name__}.forward_train cannot take the training batch ({exc}): "
+                            f"the batch has the fields {list(batch)}, forward_train needs {needed}. Name them in "
+                            f"data.train.inputs_def.fields (or rename them with data.train.inputs_def.alias)") \
+                from None
 
     def is_pass_end(self) -> bool:
         """The iteration just run closes the epoch (or the run)."""
