@@ -146,8 +146,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.config_dataloader(with_validate=not args.no_validate)
         trainer.config_model(resume_from=args.resume_from, load_from=args.load_from)
         result = trainer.start_train(max_epochs=args.max_epochs, max_iters=args.max_iters)
-    logger.info("outputs in %s: latest %s, best %s (%s=%s)", trainer.work_dir, result["latest_checkpoint"],
-                result["best_checkpoint"], result["best_metric"], result["best_score"])
+    best = (f"best {result['best_checkpoint']} ({result['best_metric']}={result['best_score']:.4f})"
+            if result["best_checkpoint"] else "no best checkpoint (no validation ran)")
+    logger.info("outputs in %s: latest %s, %s", trainer.work_dir, result["latest_checkpoint"], best)
     return 0
 
 

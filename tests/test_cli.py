@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -41,10 +42,12 @@ def test_train_test_export_verify(cfg_file: Path, tmp_path: Path, capsys: pytest
     assert (work / "parity.json").is_file()
 
 
-def test_resume_through_the_cli(cfg_file: Path, tmp_path: Path) -> None:
+def test_resume_through_the_cli(cfg_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     work = tmp_path / "work"
-    assert main(["train", str(cfg_file), "--work-dir", str(work), "--device", "cpu", "--max-epochs", "1",
-                 "--no-validate"]) == 0
+    with caplog.at_level(logging.INFO, logger="antgo"):
+        assert main(["train", str(cfg_file), "--work-dir", str(work), "--device", "cpu", "--max-epochs", "1",
+                     "--no-validate"]) == 0
+    assert "no best checkpoint (no validation ran)" in caplog.text and "None=None" not in caplog.text
     assert main(["train", str(cfg_file), "--work-dir", str(work), "--device", "cpu", "--max-epochs", "2",
                  "--no-validate", "--resume-from", str(work / "epoch_1.pth")]) == 0
     assert (work / "epoch_2.pth").is_file() and not (work / "best.pth").exists()

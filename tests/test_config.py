@@ -263,6 +263,8 @@ def test_override_index_out_of_range(pascal: Path) -> None:
         Config.fromfile(pascal, cfg_options=["data.train.pipeline.7.type=X"])
     with pytest.raises(ConfigError, match="use a number"):
         Config.fromfile(pascal, cfg_options=["data.train.pipeline.first.type=X"])
+    with pytest.raises(ConfigError, match=r"indexes a list with brackets.*'data\.train\.pipeline\.1\.type'"):
+        Config.fromfile(pascal, cfg_options=["data.train.pipeline[1].type=X"])
 
 
 def test_override_wrong_type(pascal: Path) -> None:

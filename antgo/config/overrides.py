@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import inspect
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -144,6 +145,10 @@ def apply_overrides(cfg: dict, options: Mapping[str, Any], where: str, allow_new
         parts = key.split(".")
         if not all(parts):
             raise ConfigError(f"{where}: override key '{raw_key}' has an empty part; write keys like 'a.b.0.c'")
+        bracketed = re.sub(r"\[(\d+)\]", r".\1", raw_key)
+        if bracketed != raw_key:  # pipeline[1].type: list indices are dotted parts here
+            raise ConfigError(f"{where}: override key '{raw_key}' indexes a list with brackets; write the index as "
+                              f"a dotted part: '{bracketed}'")
         ctx = {"key": key, "done": "", "where": where, "allow_new": add, "old": None}
         _assign(cfg, parts, to_config_value(value), ctx)
         logger.info("config override %s: %r -> %r", key, ctx["old"], value)

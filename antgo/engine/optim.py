@@ -124,6 +124,16 @@ def _prefer_fused(cls: type, sig: inspect.Signature, args: dict[str, Any], modul
         args["fused"] = True
 
 
+def _check_numbers(cls: type, sig: inspect.Signature, args: Mapping[str, Any]) -> None:
+    """A quoted number (``lr='3e-3'``) names its key; torch would say only ``'<=' not supported ...``."""
+    for key, value in args.items():
+        param = sig.parameters.get(key)
+        default = param.default if param is not None else None
+        if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+            raise OptimizerConfigError(f"optimizer.{key} is the string {value!r}, but {cls.__name__} takes a number "
+                                       f"there: write {key}={value} without quotes")
+
+
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """Build ``cfg['type']`` over ``model``'s parameters. ``cfg`` is not modified."""
     if not isinstance(cfg, Mapping):
@@ -134,6 +144,7 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
     cls = _resolve_type(args.pop("type"))
     paramwise = _paramwise(args)
     sig = _check_kwargs(cls, args)
+    _check_numbers(cls, sig, args)
     module = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
     if paramwise:
         wd_param = sig.parameters.get("weight_decay")

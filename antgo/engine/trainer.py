@@ -194,12 +194,15 @@ class Trainer:
 
         With ``max_iters`` in the config the train loader reads an endless stream (``InfiniteSampler``,
         persistent workers); under DDP each rank trains on its share and validates on its shard."""
-        from antgo.data.builder import ShardSampler, build_split_loader
+        from antgo.data.builder import ShardSampler, build_split_loader, check_loader_keys
         from antgo.engine.loading import check_split
 
         data = self.cfg.get("data")
         if not isinstance(data, Mapping) or "train" not in data:
             raise KeyError("config has no data.train; add data=dict(train=dict(type=..., ...), ...)")
+        for key in ("train_dataloader", "val_dataloader", "test_dataloader"):  # a typo in test's too, not at test
+            if isinstance(data.get(key), Mapping):
+                check_loader_keys(data[key], f"data.{key}")
         self._build_train_loader(infinite=self.cfg.get("max_iters") is not None)
         self.val_loader, self.val_transform = None, None
         evaluation = self.cfg.get("evaluation")

@@ -25,6 +25,13 @@ def test_loader_key_typo_names_the_config_path_and_the_close_key(tiny_seg_cfg, t
     assert "Known: samples_per_gpu, workers_per_gpu, drop_last, shuffle" in message and "timeout" in message
 
 
+def test_a_test_loader_typo_is_found_when_training_starts(tiny_seg_cfg, tmp_path):
+    # antgo train never builds the test loader: without the check the typo would wait for `antgo test`
+    tiny_seg_cfg["data"]["test_dataloader"] = dict(samples_per_gpu=1, shufle=False)
+    with pytest.raises(TypeError, match=r"data\.test_dataloader\.shufle is not a data loader setting"):
+        Trainer(tiny_seg_cfg, work_dir=str(tmp_path / "run"), device="cpu").config_dataloader()
+
+
 def test_direct_build_dataloader_still_rejects_unknown_keys():
     with pytest.raises(TypeError, match=r"build_dataloader.workers is not a data loader setting.*'num_workers'"):
         build_dataloader(list(range(4)), workers=2)

@@ -95,6 +95,7 @@ def test_unknown_type_suggests_close_matches():
     (dict(type="SGD", lr=0.1, paramwise_cfg=dict(bias_lr_mult=2.0)), r"optimizer\.paramwise_cfg\.bias_lr_mult"),
     (dict(type="SGD", lr=-1.0), r"optimizer.*SGD.*lr"),
     (dict(lr=0.1), r"optimizer has no 'type'"),
+    (dict(type="AdamW", lr="3e-3"), r"optimizer\.lr is the string '3e-3'.*write lr=3e-3 without quotes"),
 ])
 def test_bad_kwargs_name_the_key(cfg, where):
     with pytest.raises(OptimizerConfigError, match=where):
