@@ -82,3 +82,9 @@ def test_cli_writes_demo(tmp_path):
                            "--val", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (out / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").read_text().split() == ["2008_000000"]
+
+
+def test_the_documented_command_runs_without_a_runpy_warning() -> None:
+    run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "antgo.data.datasets.synthetic",
+                          "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
