@@ -125,7 +125,7 @@ class Tester:
     def _require_output_folders(self, json_file: str, vis_dir: str | None) -> None:
         """Before the evaluation, not after it: a folder the results cannot be written to fails at once."""
         folder = os.path.dirname(os.path.abspath(json_file))
-        require_writable_folder(folder, "--work-dir" if folder == self.work_dir else "--json")
+        require_writable_folder(folder, "--work-dir" if folder == os.path.abspath(self.work_dir) else "--json")
         if vis_dir is not None:
             require_writable_folder(vis_dir, "--vis-dir")
 
