@@ -141,7 +141,20 @@ class Registry:
         except TypeError as exc:
             where = f" at config key '{key_path}'" if key_path else ""
             name = getattr(obj_cls, "__name__", obj_cls)
-            raise TypeError(f"{self.name}: building {name}{where} failed: {exc}") from exc
+            quoted = quoted_numbers(obj_cls, args)
+            hint = (f"; {key_path + '.' if key_path else ''}{quoted[0]} is the string {args[quoted[0]]!r} where "
+                    f"{name} takes a number: write {quoted[0]}={args[quoted[0]]} without quotes" if quoted else "")
+            raise TypeError(f"{self.name}: building {name}{where} failed: {exc}{hint}") from exc
+
+
+def quoted_numbers(fn: Callable[..., Any], args: Mapping[str, Any]) -> list[str]:
+    """The arguments given as strings where ``fn``'s default is a number (``lr='3e-3'``): written with quotes."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return []
+    return [key for key, value in args.items() if isinstance(value, str) and key in params
+            and isinstance(params[key].default, (int, float)) and not isinstance(params[key].default, bool)]
 
 
 DATASETS = Registry("DATASETS")
@@ -156,6 +169,6 @@ OPTIMIZERS = Registry("OPTIMIZERS")
 LR_SCHEDULERS = Registry("LR_SCHEDULERS")
 
 __all__ = [
-    "Registry", "RegistryError", "close_names", "DATASETS", "TRANSFORMS", "PIPELINES", "MODELS", "BACKBONES", "HEADS",
+    "Registry", "RegistryError", "close_names", "quoted_numbers", "DATASETS", "TRANSFORMS", "PIPELINES", "MODELS", "BACKBONES", "HEADS",
     "NECKS", "LOSSES", "SEGMENTORS", "CLASSIFIERS", "METRICS", "MEASURES", "HOOKS", "OPTIMIZERS", "LR_SCHEDULERS",
 ]

@@ -64,6 +64,17 @@ def test_bad_argument_names_the_class_and_key_path(things: Registry) -> None:
         things.build({"type": "Head", "chanels": 3}, key_path="model.decode_head")
 
 
+def test_a_quoted_number_names_the_argument_when_building_fails(things: Registry) -> None:
+    @things.register_module()
+    class Metric:
+        def __init__(self, class_num: int = 2) -> None:
+            self.classes = list(range(class_num))  # TypeError for '3'
+
+    with pytest.raises(TypeError, match=r"evaluation\.metric\.class_num is the string '3' where Metric takes a "
+                                        r"number: write class_num=3 without quotes"):
+        things.build({"type": "Metric", "class_num": "3"}, key_path="evaluation.metric")
+
+
 def test_duplicate_user_names_conflict_unless_forced(things: Registry) -> None:
     first = type("Net", (), {"__module__": "pkg_a"})
     second = type("Net", (), {"__module__": "pkg_b"})

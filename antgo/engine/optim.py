@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from antgo.engine.lr_schedule import LrConfigError, LrScheduler, build_lr_scheduler
-from antgo.registry import OPTIMIZERS, RegistryError
+from antgo.registry import OPTIMIZERS, RegistryError, quoted_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -124,14 +124,11 @@ def _prefer_fused(cls: type, sig: inspect.Signature, args: dict[str, Any], modul
         args["fused"] = True
 
 
-def _check_numbers(cls: type, sig: inspect.Signature, args: Mapping[str, Any]) -> None:
+def _check_numbers(cls: type, args: Mapping[str, Any]) -> None:
     """A quoted number (``lr='3e-3'``) names its key; torch would say only ``'<=' not supported ...``."""
-    for key, value in args.items():
-        param = sig.parameters.get(key)
-        default = param.default if param is not None else None
-        if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-            raise OptimizerConfigError(f"optimizer.{key} is the string {value!r}, but {cls.__name__} takes a number "
-                                       f"there: write {key}={value} without quotes")
+    for key in quoted_numbers(cls, args)[:1]:
+        raise OptimizerConfigError(f"optimizer.{key} is the string {args[key]!r}, but {cls.__name__} takes a number "
+                                   f"there: write {key}={args[key]} without quotes")
 
 
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -144,7 +141,7 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
     cls = _resolve_type(args.pop("type"))
     paramwise = _paramwise(args)
     sig = _check_kwargs(cls, args)
-    _check_numbers(cls, sig, args)
+    _check_numbers(cls, args)
     module = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
     if paramwise:
         wd_param = sig.parameters.get("weight_decay")
