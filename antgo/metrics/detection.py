@@ -162,7 +162,9 @@ class DetMAP(BaseMetric):
                 stats = evaluator.stats
                 for key, idx in (("mAP", 0), ("mAP_50", 1), ("mAP_75", 2), ("mAP_s", 3), ("mAP_m", 4), ("mAP_l", 5),
                                  ("AR_100", 8)):
-                    result[key] = max(float(stats[idx]), 0.0)  # -1: no ground truth in that area range
+                    # -1: no ground truth (in that area range): NaN, as a class without ground truth, so that it
+                    # is not read as a model that finds none of them
+                    result[key] = float(stats[idx]) if stats[idx] >= 0 else (float("nan") if idx in (3, 4, 5) else 0.0)
                 per_class = per_class_ap(evaluator, cats)
                 # precision over COCO's 101 recall points at IoU 0.5 per class (the pipeline plots it)
                 precision = evaluator.eval["precision"][0, :, :, 0, -1]
