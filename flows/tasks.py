@@ -144,9 +144,12 @@ def build_dataloaders(config_path: str, run_dir: str, tracking: dict[str, Any],
 
         tracker.guarded(tracker.parent_run_id, "log_inputs (datasets)",  # skipped while MLflow is unreachable
                         lambda: log_datasets(tracker.client, tracker.parent_run_id, readers, cfg.get("data")))
-        num_classes = _num_classes(cfg)
-        hist = class_pixel_histogram(readers["train"].dataset, num_classes, max_samples=histogram_max_samples)
-        hist["class_names"] = _class_names(readers["train"].dataset, len(hist["counts"]))
+        train_set = readers["train"].dataset
+        if train_set.sample(0).get("segments") is None:  # boxes, keypoints, image labels: no masks to count
+            names = getattr(train_set, "class_names", None)
+            return {"sizes": sizes, "num_classes": len(names) if names else _num_classes(cfg)}
+        hist = class_pixel_histogram(train_set, _num_classes(cfg), max_samples=histogram_max_samples)
+        hist["class_names"] = _class_names(train_set, len(hist["counts"]))
         run.log_dict(hist, "data/class_pixel_histogram.json")
         run.log_metrics({f"class_fraction/{name}": frac for name, frac in zip(hist["class_names"], hist["fractions"])})
         Path(run_dir, "class_pixel_histogram.json").write_text(json.dumps(hist, indent=2))

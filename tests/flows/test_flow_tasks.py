@@ -69,6 +69,12 @@ def test_flow_runs_every_stage_with_task_plots_and_registered_model(task_run, ml
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
     assert sorted(children) == sorted(STAGES) and {r.info.status for r in children.values()} == {"FINISHED"}
     assert METRIC[task] in parent.data.metrics
+    # no mask statistics for boxes, keypoints or image labels; the class count is the reader's
+    data = children["build_dataloaders"]
+    assert not any(k.startswith("class_fraction/") for k in data.data.metrics)
+    assert "data/class_pixel_histogram.json" not in _artifacts(client, data.info.run_id)
+    if task in ("det", "cls"):
+        assert summary["data"]["num_classes"] == 4  # circle, square, triangle, cross
     evaluate = _artifacts(client, children["evaluate"].info.run_id)
     assert PLOTS[task] <= evaluate
     if task in ("det", "kp"):  # box / keypoint overlays on the first test images
