@@ -221,3 +221,34 @@ def check_split(reader: Any, split_cfg: Mapping[str, Any], key_path: str) -> Non
     """The Trainer's checks of a split before training: not empty, and no bad image/mask file."""
     require_samples(reader, key_path)
     preflight_images(reader, key_path, split_cfg.get("preflight", True))
+
+
+def _configured_class_names(cfg: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """(config key, names) of the class lists a config gives: the metrics' and ``export.metadata``'s."""
+    metric = (cfg.get("evaluation") or {}).get("metric")
+    metrics = metric if isinstance(metric, (list, tuple)) else [metric]
+    found = [(f"evaluation.metric{f'[{i}]' if len(metrics) > 1 else ''}.class_names", m["class_names"])
+             for i, m in enumerate(metrics) if isinstance(m, Mapping) and m.get("class_names")]
+    meta = ((cfg.get("export") or {}).get("metadata") or {})
+    if isinstance(meta, Mapping) and meta.get("class_names"):
+        found.append(("export.metadata.class_names", meta["class_names"]))
+    return [(key, [str(n) for n in names]) for key, names in found]
+
+
+def check_class_names(reader: Any, cfg: Mapping[str, Any], key_path: str) -> None:
+    """The config's class lists name the data set's label indices in its order (COCO: by category id; an image
+    folder: its sorted sub-folders). The same names in another order would put every metric and prediction under
+    the wrong class: an error. Other differences (renamed classes, another count) get a warning."""
+    data_names = getattr(getattr(reader, "dataset", reader), "class_names", None)
+    if not data_names:
+        return
+    data_names = [str(n) for n in data_names]
+    for key, names in _configured_class_names(cfg):
+        if names == data_names:
+            continue
+        if sorted(names) == sorted(data_names):
+            raise ValueError(f"{key} {names} lists {key_path}'s classes in another order than the data set's label "
+                             f"indices {data_names}: metrics and predictions would name the wrong classes. List them "
+                             f"in the data set's order")
+        logger.warning("%s %s differ from %s's classes %s (label i is the data set's class i)", key, names, key_path,
+                       data_names)

@@ -70,6 +70,7 @@ def dumped_by_antgo(path: str) -> bool:
 # torch's messages for layers whose sizes do not fit (conv, linear, batch/layer/group norm)
 _LAYER_MISMATCH = re.compile(r"to have \d+ channels|mat1 and mat2 shapes cannot be multiplied|running_mean should "
                              r"contain|normalized_shape|divisible by num_groups")
+_LABEL_OUTSIDE = re.compile(r"Target -?\d+ is out of bounds")  # cross-entropy with a label >= the class count
 
 
 @contextlib.contextmanager
@@ -78,11 +79,15 @@ def first_forward(where: str) -> Iterator[None]:
     sizes do not fit gets a note naming the config keys to check. Later iterations are not wrapped."""
     try:
         yield
-    except RuntimeError as exc:
+    except (RuntimeError, IndexError) as exc:
         if _LAYER_MISMATCH.search(str(exc)) and not is_out_of_memory(exc):
             exc.add_note(f"in {where}: the model's layers do not fit together; check the channel settings of "
                          f"model.* (the backbone's output channels against model.neck / model.decode_head "
                          f"in_channels)")
+        elif _LABEL_OUTSIDE.search(str(exc)):
+            exc.add_note(f"in {where}: a label of the batch is not below the model's number of classes; set the "
+                         f"head's class count (model.head.num_classes, model.decode_head.out_channels) to the data "
+                         f"set's classes")
         raise
 
 
@@ -195,7 +200,7 @@ class Trainer:
         With ``max_iters`` in the config the train loader reads an endless stream (``InfiniteSampler``,
         persistent workers); under DDP each rank trains on its share and validates on its shard."""
         from antgo.data.builder import ShardSampler, build_split_loader, check_loader_keys
-        from antgo.engine.loading import check_split
+        from antgo.engine.loading import check_class_names, check_split
 
         data = self.cfg.get("data")
         if not isinstance(data, Mapping) or "train" not in data:
@@ -204,6 +209,7 @@ class Trainer:
             if isinstance(data.get(key), Mapping):
                 check_loader_keys(data[key], f"data.{key}")
         self._build_train_loader(infinite=self.cfg.get("max_iters") is not None)
+        check_class_names(self.train_loader.dataset, self.cfg, "data.train")
         self.val_loader, self.val_transform = None, None
         evaluation = self.cfg.get("evaluation")
         if not with_validate:

@@ -1,14 +1,18 @@
 """``CenterNetHead``: anchor-free detection as centre heat maps + box size + sub-cell offset (CenterNet)."""
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from antgo.console import log_once
 from antgo.models.base import BaseModule
 from antgo.models.heads._dense import FuseFeatures, branch, draw_gaussian, focal_loss, gaussian_radius
 from antgo.registry import HEADS
+
+logger = logging.getLogger(__name__)
 
 _PRIOR_BIAS = -2.19  # sigmoid(-2.19) ≈ 0.1: the CenterNet prior, keeps the early focal loss stable
 
@@ -49,11 +53,14 @@ class CenterNetHead(BaseModule):
         sy, sx = image_size[0] / h, image_size[1] / w
         heat = torch.zeros(shape)
         index, cells, sizes, offsets = [], [], [], []
+        outside: set[int] = set()
         for i, (box, label) in enumerate(zip(boxes, labels)):
             box = box.detach().float().cpu().reshape(-1, 4)
             label = label.detach().cpu().reshape(-1).long()
             for (x1, y1, x2, y2), cls in zip(box.tolist(), label.tolist()):
                 bw, bh = (x2 - x1) / sx, (y2 - y1) / sy
+                if not 0 <= cls < c:
+                    outside.add(cls)
                 if bw <= 0 or bh <= 0 or not 0 <= cls < c:
                     continue
                 cx, cy = (x1 + x2) / 2 / sx, (y1 + y2) / 2 / sy
@@ -64,6 +71,10 @@ class CenterNetHead(BaseModule):
                 cells.append(iy * w + ix)
                 sizes.append((bw, bh))
                 offsets.append((cx - ix, cy - iy))
+        if outside:  # boxes the head has no class for would be dropped silently
+            log_once(logger, logging.WARNING, "CenterNetHead: boxes with labels %s are left out of training: the "
+                     "head has num_classes=%d (labels 0..%d); set model.head.num_classes to the data set's class "
+                     "count", sorted(outside), c, c - 1)
         n = len(index)
         return (heat, torch.tensor(index, dtype=torch.long), torch.tensor(cells, dtype=torch.long),
                 torch.tensor(sizes, dtype=torch.float32).reshape(n, 2),
