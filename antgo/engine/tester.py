@@ -136,8 +136,12 @@ class Tester:
         spec = self.metrics[0].keys() if callable(getattr(self.metrics[0], "keys", None)) else {}
         pred_key = (spec.get("pred") or [None])[0]
         gt_key = (spec.get("gt") or [None])[0]
-        if pred_key != "pred_segments":  # boxes / keypoints are drawn by antgo.tracking.task_plots
-            logger.info("no mask visualisation for '%s' predictions", pred_key)
+        if pred_key in ("box", "pred_joints2d"):  # boxes / keypoints: the overlays of the flow's evaluate stage
+            from antgo.tracking.task_plots import task_plots  # no MLflow: figures only
+
+            return [path for path, _ in task_plots(self, vis_dir, len(samples))]
+        if pred_key != "pred_segments":
+            logger.info("no visualisation for '%s' predictions (masks, boxes and keypoints have one)", pred_key)
             return []
         os.makedirs(vis_dir, exist_ok=True)
         files: list[str] = []

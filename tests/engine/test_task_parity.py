@@ -96,3 +96,17 @@ def test_parity_passes_then_fails_on_a_perturbed_graph(task: str, demo_roots, tm
     message = str(err.value)
     assert all(part in message for part in TASKS[task]["expect"]), message
     assert not err.value.report["passed"] and err.value.report["predictions"][pred_key]
+
+
+@pytest.mark.parametrize("task", ["det", "kp"])
+def test_the_tester_draws_box_and_keypoint_overlays_into_vis_dir(task: str, demo_roots, tmp_path: Path) -> None:
+    from antgo.engine import Tester
+
+    cfg = _config(task, demo_roots[task])
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "best.pth", build_model(cfg["model"]))
+    tester = Tester(cfg, work_dir=str(tmp_path), device="cpu")
+    tester.config_model(checkpoint=str(checkpoint))
+    tester.evaluate(vis_dir=str(tmp_path / "vis"), num_vis=2)  # `antgo test --vis-dir` wrote nothing before
+    overlays = sorted((tmp_path / "vis" / "overlays").glob("*.png"))
+    assert len(overlays) == 2 and [str(p) for p in overlays] == sorted(f for f in tester.vis_files if "overlays" in f)
