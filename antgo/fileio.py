@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["atomic_write_text", "write_uninterrupted"]
+__all__ = ["atomic_write_text", "replace_when_written", "write_uninterrupted"]
 
 T = TypeVar("T")
 
@@ -58,24 +58,30 @@ def write_uninterrupted(write: Callable[[], T]) -> T:
     return outcome["value"]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> str:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader (or
-    a process killed mid-write) never leaves half a file, and a SIGTERM or Ctrl-C waits for the write to end
-    (:func:`write_uninterrupted`). Returns the path."""
+def replace_when_written(path: str | os.PathLike, write: Callable[[str], T], suffix: str = "") -> T:
+    """``write(tmp)`` into a temporary file beside ``path`` (``.<name>.tmp<pid><suffix>``), then ``os.replace`` it
+    over ``path``: a reader never sees half a file, and a failed write leaves an earlier file as it was and no
+    temporary file behind. Returns what ``write`` returns."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-
-    def write() -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-
+    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}{suffix}")
     try:
-        write_uninterrupted(write)
+        result = write(tmp)
+        os.replace(tmp, path)
+        return result
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` to ``path`` through :func:`replace_when_written`; a SIGTERM or Ctrl-C waits for the write
+    to end (:func:`write_uninterrupted`). Returns the path."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    write_uninterrupted(lambda: replace_when_written(path, write))
+    return os.fspath(path)

@@ -11,8 +11,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,10 +21,9 @@ from antgo.config import load_config
 from antgo.engine.device import resolve_device
 from antgo.engine.loading import run_relative
 from antgo.engine.runlock import ensure_held
-from antgo.fileio import atomic_write_text
+from antgo.fileio import atomic_write_text, replace_when_written
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 __all__ = ["Exporter", "ExportError", "load_config", "build_export_model", "export_spec", "switch_to_deploy",
            "sha256_of"]
@@ -96,22 +95,6 @@ def _refuse_unsafe_output(path: str, checkpoint: str | None) -> None:
     if not path.lower().endswith(".onnx"):
         raise ExportError(f"the ONNX output path {path} does not end in .onnx; pass a path ending in .onnx "
                           f"(--onnx / path=), e.g. {os.path.splitext(path)[0]}.onnx")
-
-
-def _replace_when_written(path: str, write: Callable[[str], T]) -> T:
-    """``write(tmp)`` into a temporary file beside ``path``, then ``os.replace`` it over ``path``: a failed export
-    or check leaves an earlier file as it was, and no temporary file behind. The exporters write one
-    self-contained file here (dynamo with ``external_data=False``); a ``.data`` side file is removed too."""
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.tmp{os.getpid()}.onnx")  # .onnx: onnx.save picks the format by suffix
-    try:
-        result = write(tmp)
-        os.replace(tmp, path)
-        return result
-    finally:
-        for leftover in (tmp, f"{tmp}.data"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
 
 
 def switch_to_deploy(module: nn.Module) -> int:
@@ -215,7 +198,8 @@ class Exporter:
             self._check(tmp, input_names, output_names, path)
             return self._write_metadata(tmp, spec, output_names, reference), seconds
 
-        metadata, seconds = _replace_when_written(path, write)
+        # .onnx: onnx.save picks the format by suffix
+        metadata, seconds = replace_when_written(path, write, suffix=".onnx")
         folder = os.path.dirname(os.path.abspath(path))  # export.json's paths are relative to it when inside
         info = {
             "onnx": run_relative(path, folder), "exporter": "dynamo" if dynamo else "torchscript", "opset_version": opset,
