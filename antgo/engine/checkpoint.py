@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "NonFiniteCheckpointError", "CheckpointWriteError",
            "save_checkpoint", "read_checkpoint", "load_checkpoint", "resume_checkpoint", "check_resume_optimizer",
            "describe_run_checkpoints", "check_finite", "get_state_dict", "unwrap_model", "rng_state", "restore_rng",
-           "UNSAFE_LOAD_ENV"]
+           "NUMBERED_CHECKPOINT_RE", "UNSAFE_LOAD_ENV"]
 
 #: Set to 1 to allow checkpoints that need arbitrary unpickling (CLI: ``--unsafe-load``). Trusted files only:
 #: unpickling such a file can run any code.
@@ -417,14 +417,16 @@ def check_resume_optimizer(checkpoint: Mapping[str, Any], optimizer: torch.optim
                        path, float(mine), float(stored), path)
 
 
-_RUN_CHECKPOINT_RE = re.compile(r"(?:latest|best|(?:epoch|iter)_(\d+))\.pth")
+#: the numbered checkpoints a training writes (``epoch_3.pth``, ``iter_500.pth``); group 1 is the number
+NUMBERED_CHECKPOINT_RE = re.compile(r"(?:epoch|iter)_(\d+)\.pth")
 
 
 def describe_run_checkpoints(folder: str) -> str:
     """What a training left in ``folder``: ``latest.pth (epoch 3, iter 36), best.pth (best.json: miou 0.4100 at
     epoch 2), epoch_1.pth … epoch_3.pth (3 files)``; '' when it holds none of those checkpoints."""
     try:
-        names = [n for n in os.listdir(folder) if _RUN_CHECKPOINT_RE.fullmatch(n)]
+        names = [n for n in os.listdir(folder)
+                 if n in ("latest.pth", "best.pth") or NUMBERED_CHECKPOINT_RE.fullmatch(n)]
     except OSError:  # no folder yet
         return ""
     parts = []
@@ -434,7 +436,7 @@ def describe_run_checkpoints(folder: str) -> str:
     if "best.pth" in names:
         parts.append("best.pth" + _best_record(folder))
     numbered = sorted((n for n in names if n not in ("latest.pth", "best.pth")),
-                      key=lambda n: (n.split("_")[0], int(_RUN_CHECKPOINT_RE.fullmatch(n).group(1))))
+                      key=lambda n: (n.split("_")[0], int(NUMBERED_CHECKPOINT_RE.fullmatch(n).group(1))))
     if numbered:
         parts.append(numbered[0] if len(numbered) == 1 else f"{numbered[0]} … {numbered[-1]} ({len(numbered)} files)")
     return ", ".join(parts)

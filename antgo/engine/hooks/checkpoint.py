@@ -5,10 +5,10 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import shutil
 from typing import TYPE_CHECKING
 
+from antgo.engine.checkpoint import NUMBERED_CHECKPOINT_RE
 from antgo.engine.hooks.base import PRIORITIES, Hook
 from antgo.registry import HOOKS
 
@@ -86,7 +86,7 @@ class CheckpointHook(Hook):
             return
         found = []
         for path in glob.glob(os.path.join(self.out_dir, "*_*.pth")):
-            match = re.fullmatch(r"(?:epoch|iter)_(\d+)\.pth", os.path.basename(path))
+            match = NUMBERED_CHECKPOINT_RE.fullmatch(os.path.basename(path))
             if match:
                 found.append((int(match.group(1)), path))
         for _, path in sorted(found)[:-self.max_keep_ckpts]:
